@@ -1,0 +1,1 @@
+//! fleetstream consumer (in progress).

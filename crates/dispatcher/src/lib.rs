@@ -1,0 +1,1 @@
+//! fleetstream dispatcher (in progress).

@@ -1,0 +1,1 @@
+//! fleetstream lab (in progress).

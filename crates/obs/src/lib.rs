@@ -1,0 +1,1 @@
+//! fleetstream obs (in progress).

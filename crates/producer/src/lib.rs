@@ -1,0 +1,1 @@
+//! fleetstream producer (in progress).

@@ -1,0 +1,1 @@
+//! fleetstream testkit (in progress).

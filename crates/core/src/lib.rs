@@ -16,10 +16,12 @@
 
 mod event;
 mod key;
+mod ledger;
 mod partition;
 mod topology;
 
 pub use event::{extract_code, extract_truck_id, Code, EventError, TelemetryEvent, MAX_EVENT_BYTES};
+pub use ledger::{IdLedger, LedgerReport, MessageId};
 pub use key::{KeyResolver, KeyStrategy, KeysConfig};
 pub use partition::{crc32_partition, murmur2, murmur2_partition, Partitioner};
 pub use topology::{

@@ -1,0 +1,348 @@
+//! Typed client configuration. Every raw librdkafka key fleetstream sets is written in this file,
+//! in [`ProducerSettings::to_client_config`] and [`ConsumerSettings::to_client_config`].
+
+use fleetstream_core::Partitioner;
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// A secret string whose `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is handed to the client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How clients reach the brokers. MSK: `sasl_ssl` with SCRAM on 9096, or `ssl` (mTLS) on 9094.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS, no auth (the embedded cluster, a laptop broker).
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL over plaintext.
+    SaslPlaintext,
+    /// SASL over TLS (MSK SCRAM).
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// Connection settings shared by producers, consumers and the admin client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// `host:port[,host:port]` of the brokers.
+    pub bootstrap: String,
+    /// Client id reported to brokers. Default `fleetstream`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Security protocol. Default `plaintext`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism (`SCRAM-SHA-512` on MSK), when the protocol uses SASL.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// SASL password; printed as `***`.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// CA bundle for TLS; the system store when unset.
+    #[serde(default)]
+    pub ssl_ca_location: Option<String>,
+}
+
+fn default_client_id() -> String {
+    "fleetstream".into()
+}
+
+impl ConnectionSettings {
+    /// Plaintext settings for a bootstrap string.
+    pub fn plaintext(bootstrap: impl Into<String>) -> Self {
+        ConnectionSettings {
+            bootstrap: bootstrap.into(),
+            client_id: default_client_id(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+        }
+    }
+
+    fn apply(&self, c: &mut ClientConfig) {
+        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("client.id", &self.client_id);
+        c.set("security.protocol", self.security_protocol.as_str());
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p.expose());
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", ca);
+        }
+    }
+
+    /// Client config for admin and metadata calls.
+    pub fn to_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        self.apply(&mut c);
+        c.set("log_level", "3");
+        c
+    }
+}
+
+/// Compression codec for produced batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4: cheap on CPU, good on repetitive JSON. The default.
+    #[default]
+    Lz4,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+}
+
+impl Compression {
+    fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
+            o => Err(format!("unknown compression {o:?}; expected none, lz4, gzip or snappy")),
+        }
+    }
+}
+
+/// Producer settings. `acks=all` and idempotence are not settings: fleetstream always sets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProducerSettings {
+    /// Where the brokers are.
+    pub connection: ConnectionSettings,
+    /// Key placement. Default `murmur2_random` (as the Java client and Kafka's tools).
+    pub partitioner: Partitioner,
+    /// Time a record may spend from send to ack, retries included. Default 120 s.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Time a batch waits to fill. Default 5 ms (librdkafka's).
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Maximum batch size in bytes. Default 1 MiB.
+    pub batch_bytes: usize,
+    /// Compression. Default `lz4`.
+    pub compression: Compression,
+    /// librdkafka queue bound in messages (`QueueFull` beyond it). Default 100,000.
+    pub queue_max_messages: usize,
+    /// librdkafka queue bound in KiB. Default 262,144 (256 MiB): memory is bounded by configuration.
+    pub queue_max_kbytes: usize,
+    /// Statistics interval for queue depth and broker RTT; zero disables. Default 0.
+    #[serde(with = "humantime_serde")]
+    pub statistics_interval: Duration,
+}
+
+impl ProducerSettings {
+    /// Defaults for a connection.
+    pub fn new(connection: ConnectionSettings) -> Self {
+        ProducerSettings {
+            connection,
+            partitioner: Partitioner::Murmur2Random,
+            delivery_timeout: Duration::from_secs(120),
+            linger: Duration::from_millis(5),
+            batch_bytes: 1024 * 1024,
+            compression: Compression::Lz4,
+            queue_max_messages: 100_000,
+            queue_max_kbytes: 256 * 1024,
+            statistics_interval: Duration::ZERO,
+        }
+    }
+
+    /// The one place producer librdkafka keys are written.
+    pub fn to_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        self.connection.apply(&mut c);
+        // Durability: every in-sync replica acknowledges; idempotence makes retries safe
+        // (no duplicates, no reordering within a partition). librdkafka's default is false.
+        c.set("acks", "all");
+        c.set("enable.idempotence", "true");
+        c.set("partitioner", self.partitioner.librdkafka_name());
+        c.set("delivery.timeout.ms", self.delivery_timeout.as_millis().to_string());
+        c.set("linger.ms", self.linger.as_millis().to_string());
+        c.set("batch.size", self.batch_bytes.to_string());
+        c.set("compression.type", self.compression.as_str());
+        c.set("queue.buffering.max.messages", self.queue_max_messages.to_string());
+        c.set("queue.buffering.max.kbytes", self.queue_max_kbytes.to_string());
+        c.set("statistics.interval.ms", self.statistics_interval.as_millis().to_string());
+        c.set("log_level", "3");
+        c
+    }
+}
+
+/// Partition assignment strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Incremental rebalancing: only moved partitions stop. The default.
+    #[default]
+    CooperativeSticky,
+    /// Eager range assignment (stop-the-world rebalances).
+    Range,
+}
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// From the oldest retained record: a new group must not skip data. The default.
+    #[default]
+    Earliest,
+    /// From the end.
+    Latest,
+}
+
+/// Consumer group settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerSettings {
+    /// Where the brokers are.
+    pub connection: ConnectionSettings,
+    /// Consumer group id.
+    pub group: String,
+    /// Assignment strategy. Default cooperative-sticky.
+    pub assignment: Assignment,
+    /// Start position of a new group. Default earliest.
+    pub offset_reset: OffsetReset,
+    /// Session timeout. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How often stored offsets are committed. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Upper bound between polls before the member is evicted. Default 300 s.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
+}
+
+impl ConsumerSettings {
+    /// Defaults for a connection and group.
+    pub fn new(connection: ConnectionSettings, group: impl Into<String>) -> Self {
+        ConsumerSettings {
+            connection,
+            group: group.into(),
+            assignment: Assignment::CooperativeSticky,
+            offset_reset: OffsetReset::Earliest,
+            session_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_secs(1),
+            max_poll_interval: Duration::from_secs(300),
+        }
+    }
+
+    /// The one place consumer librdkafka keys are written.
+    pub fn to_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        self.connection.apply(&mut c);
+        c.set("group.id", &self.group);
+        c.set(
+            "partition.assignment.strategy",
+            match self.assignment {
+                Assignment::CooperativeSticky => "cooperative-sticky",
+                Assignment::Range => "range",
+            },
+        );
+        c.set(
+            "auto.offset.reset",
+            match self.offset_reset {
+                OffsetReset::Earliest => "earliest",
+                OffsetReset::Latest => "latest",
+            },
+        );
+        // At-least-once: librdkafka would store an offset as soon as the record is handed to us
+        // (enable.auto.offset.store=true). We store it ourselves only after the record was
+        // dispatched or dead-lettered; the auto-committer then commits only stored offsets.
+        c.set("enable.auto.offset.store", "false");
+        c.set("enable.auto.commit", "true");
+        c.set("auto.commit.interval.ms", self.commit_interval.as_millis().to_string());
+        c.set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+        c.set("max.poll.interval.ms", self.max_poll_interval.as_millis().to_string());
+        c.set("enable.partition.eof", "false");
+        c.set("log_level", "3");
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_is_always_durable_and_idempotent() {
+        let c = ProducerSettings::new(ConnectionSettings::plaintext("b:9092")).to_client_config();
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+    }
+
+    #[test]
+    fn consumer_stores_offsets_by_hand() {
+        let c = ConsumerSettings::new(ConnectionSettings::plaintext("b:9092"), "g").to_client_config();
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut s = ConnectionSettings::plaintext("b:9092");
+        s.sasl_password = Some(Secret::new("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,202 @@
+//! The consumer-group client, with at-least-once offset handling: offsets are stored by the
+//! caller only after a record is dispatched or dead-lettered, and the background committer
+//! commits only stored offsets.
+
+use crate::config::ConsumerSettings;
+use crate::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A record as read from Kafka, owned.
+#[derive(Debug, Clone)]
+pub struct ConsumedRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value (empty for a tombstone).
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ConsumedRecord {
+    /// First header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Group events, counted.
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    /// Partitions assigned over the member's life.
+    pub assigned: AtomicU64,
+    /// Partitions revoked over the member's life.
+    pub revoked: AtomicU64,
+    /// Commits that failed.
+    pub commit_failures: AtomicU64,
+}
+
+#[doc(hidden)]
+pub struct GroupCtx {
+    stats: Arc<GroupStats>,
+}
+
+impl ClientContext for GroupCtx {}
+
+impl ConsumerContext for GroupCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.stats.revoked.fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            // Work finished on revoked partitions is committed before they move, so the next
+            // owner re-delivers as little as possible. Nothing unfinished was stored.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit on revoke");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.stats.assigned.fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            tracing::debug!(partitions = tpl.count(), "assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// A member of a consumer group.
+pub struct GroupConsumer {
+    inner: StreamConsumer<GroupCtx>,
+    stats: Arc<GroupStats>,
+}
+
+impl GroupConsumer {
+    /// Joins `settings.group` and subscribes to `topics`.
+    pub fn subscribe(settings: &ConsumerSettings, topics: &[&str]) -> Result<Self, KafkaError> {
+        let stats = Arc::new(GroupStats::default());
+        let inner: StreamConsumer<GroupCtx> = settings
+            .to_client_config()
+            .create_with_context(GroupCtx { stats: stats.clone() })
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        inner.subscribe(topics).map_err(|e| KafkaError::Consume(e.to_string()))?;
+        Ok(GroupConsumer { inner, stats })
+    }
+
+    /// Next record. Polling also serves rebalances and keeps the member in the group.
+    pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
+        let m = self.inner.recv().await.map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .unwrap_or_default();
+        Ok(ConsumedRecord {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        })
+    }
+
+    /// Marks `offset` of `topic`/`partition` done: the next commit moves past it.
+    ///
+    /// Call only once the record (and every earlier one of its partition) was dispatched or
+    /// dead-lettered with an ack. Fails if the partition is no longer assigned, which is safe:
+    /// the new owner re-delivers from the last commit.
+    pub fn store(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1))
+            .map_err(|e| KafkaError::Consume(e.to_string()))?;
+        self.inner.store_offsets(&tpl).map_err(|e| KafkaError::Consume(format!("store offset: {e}")))
+    }
+
+    /// Commits stored offsets now and waits for the broker.
+    pub fn commit_stored(&self) -> Result<(), KafkaError> {
+        match self.inner.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(KafkaError::Consume(format!("commit: {e}"))),
+        }
+    }
+
+    /// Pauses fetching from partitions (polling continues, so the member stays in the group).
+    pub fn pause(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+        self.inner.pause(&tpl(partitions)).map_err(|e| KafkaError::Consume(format!("pause: {e}")))
+    }
+
+    /// Resumes fetching from paused partitions.
+    pub fn resume(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+        self.inner.resume(&tpl(partitions)).map_err(|e| KafkaError::Consume(format!("resume: {e}")))
+    }
+
+    /// Currently assigned partitions.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.inner
+            .assignment()
+            .map(|t| t.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Lag per assigned partition: high watermark minus committed offset (blocking network call).
+    pub fn lag(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+        let assigned = self.inner.assignment().map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let committed = self.inner.committed_offsets(assigned, timeout).map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            let (low, high) = self
+                .inner
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .map_err(|e| KafkaError::Consume(e.to_string()))?;
+            let pos = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            out.push((e.topic().to_string(), e.partition(), (high - pos).max(0)));
+        }
+        Ok(out)
+    }
+
+    /// Group event counters.
+    pub fn stats(&self) -> &GroupStats {
+        &self.stats
+    }
+
+    /// Commits stored offsets and leaves the group.
+    pub fn close(self) -> Result<(), KafkaError> {
+        let r = self.commit_stored();
+        self.inner.unsubscribe();
+        drop(self.inner);
+        r
+    }
+}
+
+fn tpl(partitions: &[(String, i32)]) -> TopicPartitionList {
+    let mut t = TopicPartitionList::new();
+    for (topic, p) in partitions {
+        t.add_partition(topic, *p);
+    }
+    t
+}

@@ -1,0 +1,100 @@
+//! The embedded cluster: librdkafka's in-process mock cluster, on loopback ports.
+//!
+//! It speaks the real Kafka protocol (produce, fetch, groups, offset commits, idempotence) but
+//! keeps only about 5 MiB or 100,000 batches per partition, has no replication and no TLS/SASL.
+//! Good for demos and tests of behaviour; never evidence of durability.
+
+use crate::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+enum Command {
+    CreateTopic { name: String, partitions: i32, replication: i32, reply: mpsc::Sender<Result<(), KafkaError>> },
+    Stop,
+}
+
+/// A running embedded cluster. The mock cluster handle is not `Send`, so it lives on a thread
+/// of its own; this handle is, and stops the cluster when dropped.
+pub struct EmbeddedCluster {
+    bootstrap: String,
+    brokers: usize,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster").field("bootstrap", &self.bootstrap).field("brokers", &self.brokers).finish()
+    }
+}
+
+impl EmbeddedCluster {
+    /// Starts a mock cluster with `brokers` brokers.
+    pub fn start(brokers: usize) -> Result<Self, KafkaError> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, KafkaError>>();
+        let n = i32::try_from(brokers).map_err(|_| KafkaError::Embedded("too many brokers".into()))?;
+        let thread = std::thread::Builder::new()
+            .name("fs-embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(n) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(KafkaError::Embedded(e.to_string())));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Command::CreateTopic { name, partitions, replication, reply } => {
+                            let r = cluster
+                                .create_topic(&name, partitions, replication)
+                                .map_err(|e| KafkaError::Admin(format!("create {name}: {e}")));
+                            let _ = reply.send(r);
+                        }
+                        Command::Stop => break,
+                    }
+                }
+            })
+            .map_err(|e| KafkaError::Embedded(e.to_string()))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| KafkaError::Embedded("mock cluster thread exited".into()))??;
+        Ok(EmbeddedCluster { bootstrap, brokers, commands: tx, thread: Some(thread) })
+    }
+
+    /// Bootstrap servers of the mock brokers (loopback).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Number of brokers.
+    pub fn brokers(&self) -> usize {
+        self.brokers
+    }
+
+    /// Creates a topic (the mock has no CreateTopics API; this is its back door).
+    pub fn create_topic(&self, name: &str, partitions: u32, replication: u16) -> Result<(), KafkaError> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::CreateTopic {
+                name: name.to_string(),
+                partitions: partitions as i32,
+                replication: i32::from(replication),
+                reply,
+            })
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
+        rx.recv().map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Errors of the Kafka layer.
+
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+
+/// A Kafka operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// Creating a client failed (bad configuration).
+    #[error("could not create the Kafka client: {0}")]
+    Client(String),
+    /// The embedded cluster could not start.
+    #[error("could not start the embedded Kafka cluster: {0}")]
+    Embedded(String),
+    /// An admin or metadata call failed.
+    #[error("Kafka admin call failed: {0}")]
+    Admin(String),
+    /// The local producer queue is full: wait for deliveries and retry.
+    #[error("producer queue is full")]
+    QueueFull,
+    /// Producing failed.
+    #[error("produce failed: {0}")]
+    Produce(String),
+    /// Consuming or committing failed.
+    #[error("consume failed: {0}")]
+    Consume(String),
+    /// Timed out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl KafkaError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, KafkaError::QueueFull | KafkaError::Timeout(_) | KafkaError::Produce(_))
+    }
+}
+
+pub(crate) fn produce_error(e: &RdError) -> KafkaError {
+    match e {
+        RdError::MessageProduction(RDKafkaErrorCode::QueueFull) => KafkaError::QueueFull,
+        other => KafkaError::Produce(other.to_string()),
+    }
+}
+
+/// Low-cardinality class of a delivery failure, for metrics.
+pub(crate) fn delivery_error_class(e: &RdError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => "unknown_topic",
+        Some(RDKafkaErrorCode::NotEnoughReplicas) | Some(RDKafkaErrorCode::NotEnoughReplicasAfterAppend) => "not_enough_replicas",
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "authorization",
+        Some(RDKafkaErrorCode::Fatal) => "fatal",
+        _ => "other",
+    }
+}

@@ -1,0 +1,145 @@
+//! The producer client: a librdkafka producer with a delivery callback and counters.
+//!
+//! fleetstream never chooses partitions: it sends a topic and a key, and librdkafka's
+//! configured partitioner decides.
+
+use crate::config::ProducerSettings;
+use crate::error::{delivery_error_class, produce_error, KafkaError};
+use rdkafka::client::ClientContext;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a record was not delivered.
+#[derive(Debug, Clone)]
+pub struct DeliveryFailure {
+    /// Low-cardinality class (`timed_out`, `too_large`, `not_enough_replicas`, ...).
+    pub class: &'static str,
+    /// The client's message.
+    pub message: String,
+}
+
+/// The outcome of one send, reported once per record.
+#[derive(Debug)]
+pub struct DeliveryReport<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition chosen by the partitioner (-1 if unknown).
+    pub partition: i32,
+    /// Offset (-1 if not delivered).
+    pub offset: i64,
+    /// Acked, or why not.
+    pub result: Result<(), DeliveryFailure>,
+}
+
+/// Receives delivery reports on librdkafka's polling thread. Keep it cheap.
+pub trait DeliveryHandler: Send + Sync + 'static {
+    /// Per-record data carried from send to report.
+    type Token: Send + Sync + 'static;
+    /// Called exactly once per record handed to [`KafkaProducer::send`] successfully.
+    fn delivered(&self, token: Self::Token, report: DeliveryReport<'_>);
+}
+
+/// Counters from librdkafka statistics (when `statistics_interval` is set).
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Messages waiting in librdkafka's queue.
+    pub queue_messages: AtomicU64,
+    /// Produce request retries, over all brokers.
+    pub tx_retries: AtomicU64,
+}
+
+#[doc(hidden)]
+pub struct Ctx<H> {
+    handler: Arc<H>,
+    stats: Arc<ClientStats>,
+}
+
+impl<H: DeliveryHandler> ClientContext for Ctx<H> {
+    fn stats(&self, statistics: Statistics) {
+        self.stats.queue_messages.store(statistics.msg_cnt, Ordering::Relaxed);
+        let retries: u64 = statistics.brokers.values().map(|b| b.txretries).sum();
+        self.stats.tx_retries.store(retries, Ordering::Relaxed);
+    }
+}
+
+impl<H: DeliveryHandler> ProducerContext for Ctx<H> {
+    type DeliveryOpaque = Box<H::Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+        let report = match result {
+            Ok(m) => DeliveryReport { topic: m.topic(), partition: m.partition(), offset: m.offset(), result: Ok(()) },
+            Err((e, m)) => DeliveryReport {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: -1,
+                result: Err(DeliveryFailure { class: delivery_error_class(e), message: e.to_string() }),
+            },
+        };
+        self.handler.delivered(*token, report);
+    }
+}
+
+/// One record to send. Headers are `(name, value)` pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct OutRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key; `None` sends keyless (random partition).
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub payload: &'a [u8],
+    /// Headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// An idempotent, `acks=all` producer.
+pub struct KafkaProducer<H: DeliveryHandler> {
+    inner: ThreadedProducer<Ctx<H>>,
+    stats: Arc<ClientStats>,
+}
+
+impl<H: DeliveryHandler> KafkaProducer<H> {
+    /// Creates a producer that reports deliveries to `handler`.
+    pub fn new(settings: &ProducerSettings, handler: Arc<H>) -> Result<Self, KafkaError> {
+        let stats = Arc::new(ClientStats::default());
+        let inner = settings
+            .to_client_config()
+            .create_with_context(Ctx { handler, stats: stats.clone() })
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        Ok(KafkaProducer { inner, stats })
+    }
+
+    /// Enqueues a record. On `Err((KafkaError::QueueFull, token))` the queue is full: wait for
+    /// deliveries (see [`KafkaProducer::in_flight`]) and send again; never drop.
+    pub fn send(&self, record: OutRecord<'_>, token: H::Token) -> Result<(), (KafkaError, H::Token)> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in record.headers {
+            headers = headers.insert(Header { key: k, value: Some(*v) });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8], Box<H::Token>> =
+            BaseRecord::with_opaque_to(record.topic, Box::new(token)).payload(record.payload).headers(headers);
+        if let Some(k) = record.key {
+            r = r.key(k);
+        }
+        self.inner.send(r).map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
+    }
+
+    /// Records handed to librdkafka and not yet reported.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight_count().max(0) as usize
+    }
+
+    /// Waits for every queued record to be reported.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(timeout).map_err(|e| KafkaError::Timeout(format!("flush: {e}")))
+    }
+
+    /// Client statistics.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,130 @@
+//! MetricsEmitter: counters, ack latency (from the actual send and from the intended send time),
+//! errors by class, per-partition counts. Fed by librdkafka's delivery reports.
+
+use fleetstream_kafka::{DeliveryHandler, DeliveryReport};
+use fleetstream_obs::{LatencyHistogram, LatencySummary};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Told of every acked message (the demo's id ledger listens here).
+pub trait AckObserver: Send + Sync {
+    /// `seq` was acked on `topic`/`partition`.
+    fn acked(&self, seq: u64, topic: &str, partition: i32);
+}
+
+/// What travels with a record from send to delivery report.
+#[derive(Debug)]
+pub struct SendMeta {
+    /// Sequence number of the message in this run.
+    pub seq: u64,
+    /// When it was handed to librdkafka.
+    pub sent: Instant,
+    /// When the schedule wanted it sent.
+    pub intended: Instant,
+    /// Payload bytes.
+    pub bytes: u32,
+}
+
+#[derive(Debug, Default)]
+struct Histograms {
+    from_send: LatencyHistogram,
+    from_intended: LatencyHistogram,
+}
+
+/// Live producer metrics; readable while running for progress lines.
+#[derive(Default)]
+pub struct ProducerMetrics {
+    /// Messages handed to librdkafka.
+    pub sent: AtomicU64,
+    /// Payload bytes handed to librdkafka.
+    pub sent_bytes: AtomicU64,
+    /// Messages acked by the cluster.
+    pub acked: AtomicU64,
+    /// Messages that failed delivery after librdkafka's retries.
+    pub failed: AtomicU64,
+    /// Events rejected before sending (no valid code).
+    pub rejected: AtomicU64,
+    /// Nanoseconds spent waiting on a full librdkafka queue.
+    pub queue_full_wait_ns: AtomicU64,
+    /// Times the queue was found full.
+    pub queue_full_events: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+    per_partition: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
+    histograms: Mutex<Histograms>,
+    observer: Option<Arc<dyn AckObserver>>,
+}
+
+impl std::fmt::Debug for ProducerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerMetrics").field("sent", &self.sent).field("acked", &self.acked).finish()
+    }
+}
+
+/// Latency both ways, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct AckLatency {
+    /// From the actual send.
+    pub from_send: LatencySummary,
+    /// From the intended send time (includes time the producer itself was behind).
+    pub from_intended: LatencySummary,
+}
+
+impl ProducerMetrics {
+    /// Metrics that also tell `observer` of every ack.
+    pub fn with_observer(observer: Option<Arc<dyn AckObserver>>) -> Self {
+        ProducerMetrics { observer, ..Default::default() }
+    }
+
+    /// Ack latency so far.
+    pub fn latency(&self) -> AckLatency {
+        let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        AckLatency { from_send: h.from_send.summary(), from_intended: h.from_intended.summary() }
+    }
+
+    /// Failures by class.
+    pub fn failures(&self) -> BTreeMap<&'static str, u64> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Acked messages per topic and partition.
+    pub fn per_partition(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
+        self.per_partition.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl DeliveryHandler for ProducerMetrics {
+    type Token = SendMeta;
+
+    fn delivered(&self, meta: SendMeta, report: DeliveryReport<'_>) {
+        let now = Instant::now();
+        match report.result {
+            Ok(()) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+                    h.from_send.record(now - meta.sent);
+                    h.from_intended.record(now.saturating_duration_since(meta.intended));
+                }
+                {
+                    let mut pp = self.per_partition.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(t) = pp.get_mut(report.topic) {
+                        *t.entry(report.partition).or_default() += 1;
+                    } else {
+                        pp.entry(report.topic.to_string()).or_default().insert(report.partition, 1);
+                    }
+                }
+                if let Some(o) = &self.observer {
+                    o.acked(meta.seq, report.topic, report.partition);
+                }
+            }
+            Err(failure) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                *self.failures.lock().unwrap_or_else(|p| p.into_inner()).entry(failure.class).or_default() += 1;
+                tracing::warn!(seq = meta.seq, topic = report.topic, class = failure.class, error = %failure.message, "delivery failed");
+            }
+        }
+    }
+}

@@ -270,6 +270,10 @@ pub struct ConsumerSettings {
     /// Upper bound between polls before the member is evicted. Default 300 s.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
+    /// Longest a broker holds a fetch waiting for data. Default 50 ms: at ~1,000 msg/s per
+    /// partition the batch window, not the fetch, should set latency.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait_max: Duration,
 }
 
 impl ConsumerSettings {
@@ -283,6 +287,7 @@ impl ConsumerSettings {
             session_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
             max_poll_interval: Duration::from_secs(300),
+            fetch_wait_max: Duration::from_millis(50),
         }
     }
 
@@ -314,6 +319,7 @@ impl ConsumerSettings {
         c.set("session.timeout.ms", self.session_timeout.as_millis().to_string());
         c.set("max.poll.interval.ms", self.max_poll_interval.as_millis().to_string());
         c.set("enable.partition.eof", "false");
+        c.set("fetch.wait.max.ms", self.fetch_wait_max.as_millis().to_string());
         c.set("log_level", "3");
         c
     }

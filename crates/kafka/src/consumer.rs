@@ -106,19 +106,7 @@ impl GroupConsumer {
     /// Next record. Polling also serves rebalances and keeps the member in the group.
     pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
         let m = self.inner.recv().await.map_err(|e| KafkaError::Consume(e.to_string()))?;
-        let headers = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-            .unwrap_or_default();
-        Ok(ConsumedRecord {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-        })
+        Ok(to_record(&m))
     }
 
     /// Marks `offset` of `topic`/`partition` done: the next commit moves past it.
@@ -179,17 +167,27 @@ impl GroupConsumer {
         Ok(out)
     }
 
-    /// Group event counters.
-    pub fn stats(&self) -> &GroupStats {
-        &self.stats
+    /// Group event counters (shared; outlives the consumer).
+    pub fn stats(&self) -> Arc<GroupStats> {
+        self.stats.clone()
     }
 
     /// Commits stored offsets and leaves the group.
-    pub fn close(self) -> Result<(), KafkaError> {
-        let r = self.commit_stored();
+    ///
+    /// A commit refused because the group is rebalancing (other members leaving at the same
+    /// time) is retried briefly; if it still fails the offsets stay uncommitted, which means
+    /// re-delivery (the dispatcher deduplicates), never loss. librdkafka's close also makes a
+    /// final commit of stored offsets.
+    pub fn close(self) {
+        for attempt in 0..5 {
+            match self.commit_stored() {
+                Ok(()) => break,
+                Err(e) if attempt == 4 => tracing::warn!(error = %e, "final commit failed; uncommitted records will be re-delivered"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
         self.inner.unsubscribe();
         drop(self.inner);
-        r
     }
 }
 
@@ -199,4 +197,68 @@ fn tpl(partitions: &[(String, i32)]) -> TopicPartitionList {
         t.add_partition(topic, *p);
     }
     t
+}
+
+/// Reads every record of `topic` from the beginning up to the high watermarks seen at the start
+/// (no consumer group, nothing committed). For audits such as "which ids were dead-lettered".
+pub fn read_topic_to_end(
+    connection: &crate::config::ConnectionSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<ConsumedRecord>, KafkaError> {
+    let mut cfg = connection.to_client_config();
+    cfg.set("group.id", "fleetstream-audit");
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg.create().map_err(|e| KafkaError::Client(e.to_string()))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
+    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let mut ends = std::collections::BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| KafkaError::Consume(e.to_string()))?;
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| KafkaError::Consume(e.to_string()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Timeout(format!("reading {topic} to its end")));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let (p, o) = (m.partition(), m.offset());
+        out.push(to_record(&m));
+        if ends.get(&p).is_some_and(|end| o + 1 >= *end) {
+            ends.remove(&p);
+        }
+    }
+    Ok(out)
+}
+
+fn to_record<M: Message>(m: &M) -> ConsumedRecord {
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    ConsumedRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
 }

@@ -1,1 +1,29 @@
-//! fleetstream testkit (in progress).
+//! Test helpers shared by the integration tests.
+//!
+//! [`cluster`] gives the cluster under test: a real broker when `FLEETSTREAM_TEST_BOOTSTRAP` is
+//! set (CI runs the suite against `scripts/kafka start`), the embedded mock cluster otherwise.
+//! [`unique`] gives random names so tests never share topics or groups.
+#![warn(missing_docs)]
+
+use fleetstream_kafka::{ClusterHandle, ConnectionSettings};
+
+/// Environment variable naming a real cluster for the integration tests.
+pub const TEST_BOOTSTRAP: &str = "FLEETSTREAM_TEST_BOOTSTRAP";
+
+/// The cluster under test: `FLEETSTREAM_TEST_BOOTSTRAP`, or a fresh 3-broker embedded cluster.
+pub fn cluster() -> ClusterHandle {
+    match std::env::var(TEST_BOOTSTRAP) {
+        Ok(b) if !b.trim().is_empty() => ClusterHandle::external(ConnectionSettings::plaintext(b.trim())),
+        _ => ClusterHandle::embedded(3).expect("embedded cluster starts"),
+    }
+}
+
+/// Whether the tests run against a real broker.
+pub fn is_real_broker() -> bool {
+    std::env::var(TEST_BOOTSTRAP).is_ok_and(|b| !b.trim().is_empty())
+}
+
+/// `prefix-<random hex>`: a topic or group name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,140 @@
+//! Command-line interface. Every flag also reads a `FLEETSTREAM_*` environment variable;
+//! flags win over the environment.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// fleetstream: truck telemetry on Kafka, from producer to dispatcher.
+///
+/// Without --bootstrap, commands that need a cluster start an embedded one (librdkafka's mock
+/// cluster, in this process) and say so on the first line of output. With --bootstrap they use
+/// a real cluster: a laptop broker from `scripts/kafka start`, or Amazon MSK.
+#[derive(Debug, Parser)]
+#[command(name = "fleetstream", version, propagate_version = true)]
+pub struct Cli {
+    /// Write logs as JSON lines on stderr (filter with FLEETSTREAM_LOG, e.g. `info`).
+    #[arg(long, global = true, env = "FLEETSTREAM_LOG_JSON")]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline: producer -> Kafka -> 3 workers -> dispatcher, then account for
+    /// every message id.
+    ///
+    /// Example: fleetstream demo --duration 15s --rate 13000 --json s.json
+    Demo(DemoArgs),
+    /// Create and inspect the topology's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+/// `topics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics and report drift (wrong partitions, replication, settings).
+    /// Never deletes or alters anything.
+    Apply(TopicsArgs),
+    /// Print the topology's topics as the cluster has them.
+    Describe(TopicsArgs),
+}
+
+/// Which cluster.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Bootstrap servers of a real cluster (host:port,...). Unset: start an embedded cluster.
+    #[arg(long, env = "FLEETSTREAM_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Brokers of the embedded cluster.
+    #[arg(long, env = "FLEETSTREAM_EMBEDDED_BROKERS", default_value_t = 3)]
+    pub embedded_brokers: usize,
+    /// Security protocol: plaintext, ssl, sasl_plaintext, sasl_ssl (MSK SCRAM: sasl_ssl).
+    #[arg(long, env = "FLEETSTREAM_SECURITY_PROTOCOL", default_value = "plaintext")]
+    pub security_protocol: String,
+    /// SASL mechanism, e.g. SCRAM-SHA-512.
+    #[arg(long, env = "FLEETSTREAM_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "FLEETSTREAM_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (prefer the environment variable over the flag).
+    #[arg(long, env = "FLEETSTREAM_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+}
+
+/// Which topology.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Topology: a TOML file, or `domain` / `hybrid` for the built-in copies of
+    /// config/topology.toml and config/topology-hybrid.toml.
+    #[arg(long, env = "FLEETSTREAM_TOPOLOGY", default_value = "domain")]
+    pub topology: String,
+}
+
+/// `topics apply|describe`.
+#[derive(Debug, Clone, Args)]
+pub struct TopicsArgs {
+    /// Cluster selection.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Topology selection.
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Cluster selection.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Topology selection.
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// How long the producer runs (e.g. 15s, 2m).
+    #[arg(long, env = "FLEETSTREAM_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Producer rate in messages per second; 0 = as fast as possible.
+    #[arg(long, env = "FLEETSTREAM_RATE", default_value_t = 13_000.0)]
+    pub rate: f64,
+    /// Workers per consumer group.
+    #[arg(long, env = "FLEETSTREAM_WORKERS", default_value_t = 3)]
+    pub workers: usize,
+    /// Trucks in the synthetic fleet.
+    #[arg(long, env = "FLEETSTREAM_TRUCKS", default_value_t = 5_000)]
+    pub trucks: u32,
+    /// Generator seed (same seed, same events).
+    #[arg(long, env = "FLEETSTREAM_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Key strategy: code, truck, composite, none. Default: the topology's [keys].
+    #[arg(long, env = "FLEETSTREAM_KEY_STRATEGY")]
+    pub key_strategy: Option<String>,
+    /// Partitioner: murmur2_random (Java-compatible) or consistent_random (librdkafka's default).
+    #[arg(long, env = "FLEETSTREAM_PARTITIONER", default_value = "murmur2_random")]
+    pub partitioner: String,
+    /// Routing file of the in-process dispatcher. Default: built-in config/routes-demo.toml.
+    #[arg(long, env = "FLEETSTREAM_ROUTES")]
+    pub routes: Option<PathBuf>,
+    /// Longest wait, after producing stops, for workers to account for every message.
+    #[arg(long, env = "FLEETSTREAM_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write the summary as JSON to this file.
+    #[arg(long, env = "FLEETSTREAM_JSON")]
+    pub json: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Parses `15s`, `2m`, `500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s, 2m or 500ms: {e}"))
+}

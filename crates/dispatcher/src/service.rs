@@ -1,0 +1,405 @@
+//! The dispatcher service: dedup, validate, route and deliver one batch.
+
+use crate::event::{decode_event_json, from_kafka_event, DecodeError};
+use crate::idempotency::{payload_hash, Begin, IdempotencyStore};
+use crate::record::BatchRecord;
+use crate::response::{DispatchResponse, Outcome, RecordResult};
+use crate::routes::{Route, RoutingTable, TargetKind};
+use crate::targets::{Delivery, JsonlTarget, LogTarget, MemoryTarget, Target, TargetError};
+use aws_lambda_events::event::kafka::KafkaEvent;
+use fleetstream_core::{Code, TelemetryEvent};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Semaphore;
+
+/// A target could not be built from the routing table.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open target `{name}`: {source}")]
+pub struct BuildError {
+    /// Target name.
+    pub name: String,
+    /// The underlying error.
+    pub source: std::io::Error,
+}
+
+/// Routes records to targets with exactly one effect per record and target, as long as the
+/// store remembers the record (see [`crate::idempotency`] for the limits).
+///
+/// `Send + Sync`: share one as `Arc<Dispatcher>` between workers; dispatches run concurrently.
+pub struct Dispatcher {
+    table: RoutingTable,
+    store: Arc<dyn IdempotencyStore>,
+    targets: HashMap<String, Arc<dyn Target>>,
+    memory: HashMap<String, Arc<MemoryTarget>>,
+    limit: Option<Semaphore>,
+}
+
+// Workers share one dispatcher: keep it `Send + Sync` (a compile error here otherwise).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Dispatcher>();
+};
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.targets.keys().collect();
+        names.sort();
+        f.debug_struct("Dispatcher")
+            .field("targets", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Idempotency key of one record at one target. Target names cannot contain `:` (validated).
+fn store_key(target: &str, id: &str) -> String {
+    format!("{target}:{id}")
+}
+
+/// One target's deliveries, one slice per code, in order of first appearance.
+type CodeGroups<'d> = Vec<(Code, Vec<Delivery<'d>>)>;
+
+/// A record that passed validation and routing and holds markers at some targets.
+struct Pending<'r> {
+    index: usize,
+    id: String,
+    event: TelemetryEvent,
+    code: Code,
+    targets: Vec<&'r str>,
+}
+
+/// Markers taken by one dispatch and not yet settled. If the dispatch future is dropped
+/// (cancelled, timed out), `Drop` releases them so redeliveries need not wait for expiry.
+struct Held {
+    store: Arc<dyn IdempotencyStore>,
+    keys: Mutex<Vec<String>>,
+}
+
+impl Held {
+    fn add(&self, key: String) {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key);
+    }
+
+    fn settle(&self, key: &str) {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| k != key);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(PoisonError::into_inner));
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            handle.spawn(async move {
+                for key in keys {
+                    let _ = store.abort(&key).await;
+                }
+            });
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Builds every target the table declares (opening `jsonl` files) over `store`.
+    pub fn new(table: RoutingTable, store: Arc<dyn IdempotencyStore>) -> Result<Self, BuildError> {
+        let mut targets: HashMap<String, Arc<dyn Target>> = HashMap::new();
+        let mut memory = HashMap::new();
+        for (name, kind) in table.targets() {
+            let target: Arc<dyn Target> = match kind {
+                TargetKind::Memory => {
+                    let m = Arc::new(MemoryTarget::new(name));
+                    memory.insert(name.to_owned(), Arc::clone(&m));
+                    m
+                }
+                TargetKind::Log => Arc::new(LogTarget::new(name)),
+                TargetKind::Jsonl(path) => {
+                    Arc::new(JsonlTarget::open(name, path).map_err(|source| BuildError {
+                        name: name.to_owned(),
+                        source,
+                    })?)
+                }
+            };
+            targets.insert(name.to_owned(), target);
+        }
+        Ok(Self {
+            table,
+            store,
+            targets,
+            memory,
+            limit: None,
+        })
+    }
+
+    /// Replaces the target called `target.name()` (tests, custom sinks). Routes still decide
+    /// which names are used.
+    pub fn with_target(mut self, target: Arc<dyn Target>) -> Self {
+        self.memory.remove(target.name());
+        self.targets.insert(target.name().to_owned(), target);
+        self
+    }
+
+    /// At most `max` dispatches run at once; the rest wait (like Lambda reserved concurrency).
+    pub fn with_concurrency_limit(mut self, max: usize) -> Self {
+        self.limit = Some(Semaphore::new(max.max(1)));
+        self
+    }
+
+    /// The `memory` target called `name`, to count effects.
+    pub fn memory_target(&self, name: &str) -> Option<Arc<MemoryTarget>> {
+        self.memory.get(name).cloned()
+    }
+
+    /// The routing table in use.
+    pub fn routing(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Decodes a Lambda Kafka event and dispatches its records.
+    pub async fn handle_event(&self, event: KafkaEvent) -> Result<DispatchResponse, DecodeError> {
+        Ok(self.dispatch(from_kafka_event(event)?).await)
+    }
+
+    /// Decodes untrusted event JSON (AWS's shape) and dispatches its records.
+    pub async fn handle_json(&self, bytes: &[u8]) -> Result<DispatchResponse, DecodeError> {
+        Ok(self.dispatch(decode_event_json(bytes)?).await)
+    }
+
+    /// Dispatches one batch. Per record: validate the event, route it by code, take an
+    /// idempotency marker per target, deliver each target its records grouped by code, then
+    /// mark done (success) or release the markers (failure, so a redelivery retries).
+    ///
+    /// Never fails as a whole: each record gets an [`Outcome`]. The caller may commit offsets
+    /// only up to the first record that is not [`Outcome::is_settled`].
+    pub async fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchResponse {
+        let _permit = match &self.limit {
+            Some(semaphore) => semaphore.acquire().await.ok(),
+            None => None,
+        };
+        let held = Held {
+            store: Arc::clone(&self.store),
+            keys: Mutex::new(Vec::new()),
+        };
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut pending = Vec::new();
+        // Ids seen earlier in this batch: a producer duplicate inside one batch.
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let (outcome, p) = self.prepare(index, record, &mut seen, &held).await;
+            outcomes[index] = outcome;
+            pending.extend(p);
+        }
+        let delivered = self.deliver(&records, &pending).await;
+        for p in &pending {
+            let mut failures = Vec::new();
+            for target in &p.targets {
+                let key = store_key(target, &p.id);
+                match delivered.get(&(*target, p.code)) {
+                    Some(Ok(())) => {
+                        if let Err(e) = self.store.complete(&key).await {
+                            // The effect happened; only a restart could now repeat it.
+                            tracing::warn!(key = %key, error = %e, "could not record completion");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        failures.push((*target, e.class(), e.is_retriable()));
+                        let _ = self.store.abort(&key).await;
+                    }
+                    None => {
+                        failures.push((*target, "missing", false));
+                        let _ = self.store.abort(&key).await;
+                    }
+                }
+                held.settle(&key);
+            }
+            outcomes[p.index] = Some(match failures.first() {
+                None => Outcome::Dispatched,
+                Some((target, class, _)) => Outcome::Failed {
+                    reason: format!("target:{target}:{class}"),
+                    retriable: failures.iter().all(|f| f.2),
+                },
+            });
+        }
+        let results = records
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| {
+                // Every record gets an outcome above; if not, retrying is the safe answer.
+                let o = o.unwrap_or(Outcome::Failed {
+                    reason: "internal".into(),
+                    retriable: true,
+                });
+                RecordResult::new(r, o)
+            })
+            .collect();
+        let response = DispatchResponse::from_results(results);
+        tracing::debug!(summary = ?response.summary, "batch dispatched");
+        response
+    }
+
+    /// Validates, routes and takes markers for one record. Returns its final outcome, or the
+    /// pending delivery when it holds at least one marker.
+    async fn prepare<'r>(
+        &'r self,
+        index: usize,
+        record: &BatchRecord,
+        seen: &mut HashMap<String, u64>,
+        held: &Held,
+    ) -> (Option<Outcome>, Option<Pending<'r>>) {
+        let event = match TelemetryEvent::parse(&record.value) {
+            Ok(event) => event,
+            Err(e) => {
+                let reason = format!("invalid:{}", e.class());
+                return (
+                    Some(Outcome::Failed {
+                        reason,
+                        retriable: false,
+                    }),
+                    None,
+                );
+            }
+        };
+        let code = event.codigo;
+        let names = match self.table.route(code) {
+            Route::Targets(names) => names,
+            Route::Skip => {
+                return (
+                    Some(Outcome::Skipped {
+                        reason: format!("unknown_code:{code}"),
+                    }),
+                    None,
+                )
+            }
+            Route::DeadLetter => {
+                let reason = format!("unknown_code:{code}");
+                return (
+                    Some(Outcome::Failed {
+                        reason,
+                        retriable: false,
+                    }),
+                    None,
+                );
+            }
+        };
+        let id = record.dedup_key();
+        let hash = payload_hash(&record.value);
+        if let Some(&earlier) = seen.get(&id) {
+            let outcome = if earlier == hash {
+                Outcome::Duplicate
+            } else {
+                Outcome::Conflict
+            };
+            return (Some(outcome), None);
+        }
+        seen.insert(id.clone(), hash);
+        let mut acquired: Vec<&'r str> = Vec::new();
+        let mut blocked = None;
+        for name in names {
+            let key = store_key(name, &id);
+            match self.store.begin(&key, hash).await {
+                Ok(Begin::Acquired) => {
+                    held.add(key);
+                    acquired.push(name.as_str());
+                }
+                Ok(Begin::Duplicate) => {}
+                Ok(Begin::InProgress) => {
+                    blocked = Some(Outcome::Failed {
+                        reason: "in_progress".into(),
+                        retriable: true,
+                    });
+                    break;
+                }
+                Ok(Begin::Conflict) => {
+                    blocked = Some(Outcome::Conflict);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "idempotency store failed");
+                    blocked = Some(Outcome::Failed {
+                        reason: "store".into(),
+                        retriable: true,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(outcome) = blocked {
+            for name in acquired {
+                let key = store_key(name, &id);
+                let _ = self.store.abort(&key).await;
+                held.settle(&key);
+            }
+            return (Some(outcome), None);
+        }
+        if acquired.is_empty() {
+            return (Some(Outcome::Duplicate), None);
+        }
+        (
+            None,
+            Some(Pending {
+                index,
+                id,
+                event,
+                code,
+                targets: acquired,
+            }),
+        )
+    }
+
+    /// Delivers pending records: each target gets one slice per code, in record order; targets
+    /// run concurrently, a target's slices one after another.
+    async fn deliver<'p>(
+        &self,
+        records: &[BatchRecord],
+        pending: &'p [Pending<'p>],
+    ) -> HashMap<(&'p str, Code), Result<(), TargetError>> {
+        let mut slices: Vec<(&'p str, CodeGroups<'_>)> = Vec::new();
+        for p in pending {
+            let delivery = Delivery {
+                id: &p.id,
+                record: &records[p.index],
+                event: &p.event,
+            };
+            for &target in &p.targets {
+                let pos = match slices.iter().position(|(t, _)| *t == target) {
+                    Some(pos) => pos,
+                    None => {
+                        slices.push((target, Vec::new()));
+                        slices.len() - 1
+                    }
+                };
+                let groups = &mut slices[pos].1;
+                match groups.iter_mut().find(|(c, _)| *c == p.code) {
+                    Some((_, list)) => list.push(delivery),
+                    None => groups.push((p.code, vec![delivery])),
+                }
+            }
+        }
+        let per_target = slices.iter().map(|(name, groups)| async move {
+            let mut out = Vec::new();
+            for (code, list) in groups {
+                let result = match self.targets.get(*name) {
+                    Some(target) => target.deliver(*code, list).await,
+                    None => Err(TargetError::Rejected { target: (*name).to_owned(), reason: "not built".into() }),
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(target_name = %name, code = code.0, records = list.len(), error = %e, "delivery failed");
+                }
+                out.push(((*name, *code), result));
+            }
+            out
+        });
+        futures::future::join_all(per_target)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}

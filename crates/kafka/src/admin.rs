@@ -70,7 +70,7 @@ impl Admin {
             .connection()
             .to_client_config()
             .create()
-            .map_err(|e| KafkaError::Client(e.to_string()))?;
+            .map_err(|e| crate::error::client_error(&e))?;
         Ok(Admin { cluster: cluster.clone(), client })
     }
 

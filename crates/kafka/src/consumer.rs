@@ -98,7 +98,7 @@ impl GroupConsumer {
         let inner: StreamConsumer<GroupCtx> = settings
             .to_client_config()
             .create_with_context(GroupCtx { stats: stats.clone() })
-            .map_err(|e| KafkaError::Client(e.to_string()))?;
+            .map_err(|e| crate::error::client_error(&e))?;
         inner.subscribe(topics).map_err(|e| KafkaError::Consume(e.to_string()))?;
         Ok(GroupConsumer { inner, stats })
     }
@@ -210,7 +210,7 @@ pub fn read_topic_to_end(
     cfg.set("group.id", "fleetstream-audit");
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(|e| KafkaError::Client(e.to_string()))?;
+    let consumer: BaseConsumer = cfg.create().map_err(|e| crate::error::client_error(&e))?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
@@ -261,4 +261,57 @@ fn to_record<M: Message>(m: &M) -> ConsumedRecord {
         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
     }
+}
+
+/// Committed offset and lag of one partition for a group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset (next to read), `None` if the group never committed here.
+    pub committed: Option<i64>,
+    /// High watermark (next offset to be written).
+    pub high_watermark: i64,
+    /// Records written and not yet committed by the group: the SLO.
+    pub lag: i64,
+}
+
+/// Lag per partition of `group` on `topics`, read without joining the group.
+pub fn group_lag(
+    connection: &crate::config::ConnectionSettings,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, KafkaError> {
+    let mut cfg = connection.to_client_config();
+    cfg.set("group.id", group);
+    cfg.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create().map_err(|e| crate::error::client_error(&e))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut watermarks = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
+        for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
+            tpl.add_partition(topic, p);
+            watermarks.push((topic.clone(), p, low, high));
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| KafkaError::Consume(format!("committed offsets: {e}")))?;
+    Ok(watermarks
+        .into_iter()
+        .map(|(topic, partition, low, high)| {
+            let c = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            PartitionLag { lag: (high - c.unwrap_or(low)).max(0), topic, partition, committed: c, high_watermark: high }
+        })
+        .collect())
 }

@@ -35,6 +35,16 @@ impl KafkaError {
     }
 }
 
+/// Wraps a client-creation error, adding the cure when TLS/SASL was asked of a build without it.
+pub(crate) fn client_error(e: &RdError) -> KafkaError {
+    let text = e.to_string();
+    if text.contains("OpenSSL not available") || (text.contains("SASL") && text.contains("not")) {
+        KafkaError::Client(format!("{text} (this build has no TLS/SASL: rebuild with `--features tls`, which needs libssl-dev)"))
+    } else {
+        KafkaError::Client(text)
+    }
+}
+
 pub(crate) fn produce_error(e: &RdError) -> KafkaError {
     match e {
         RdError::MessageProduction(RDKafkaErrorCode::QueueFull) => KafkaError::QueueFull,

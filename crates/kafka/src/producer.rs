@@ -109,7 +109,7 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         let inner = settings
             .to_client_config()
             .create_with_context(Ctx { handler, stats: stats.clone() })
-            .map_err(|e| KafkaError::Client(e.to_string()))?;
+            .map_err(|e| crate::error::client_error(&e))?;
         Ok(KafkaProducer { inner, stats })
     }
 

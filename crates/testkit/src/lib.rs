@@ -27,3 +27,32 @@ pub fn is_real_broker() -> bool {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
+
+/// The names in the checked-in topologies that tests rename to keep runs apart.
+const TOPOLOGY_NAMES: [&str; 5] = ["mt-c400", "mt-c300", "high_priority_events", "fleetstream-workers", "fleetstream-high-priority"];
+
+/// A copy of a topology file's text whose topics and groups carry a random prefix, so tests on
+/// a shared real broker never see each other's data or offsets.
+pub fn unique_topology(text: &str) -> (String, String) {
+    let prefix = unique("t");
+    let mut out = text.to_string();
+    for name in TOPOLOGY_NAMES {
+        out = out.replace(&format!("\"{name}"), &format!("\"{prefix}-{name}"));
+    }
+    (prefix, out)
+}
+
+/// Polls `done` every 50 ms until it returns true or `timeout` passes; returns the last answer.
+/// For waiting on asynchronous effects; never used to assert on speed.
+pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -54,7 +54,11 @@ pub struct ClusterArgs {
     #[arg(long, env = "FLEETSTREAM_EMBEDDED_BROKERS", default_value_t = 3)]
     pub embedded_brokers: usize,
     /// Security protocol: plaintext, ssl, sasl_plaintext, sasl_ssl (MSK SCRAM: sasl_ssl).
-    #[arg(long, env = "FLEETSTREAM_SECURITY_PROTOCOL", default_value = "plaintext")]
+    #[arg(
+        long,
+        env = "FLEETSTREAM_SECURITY_PROTOCOL",
+        default_value = "plaintext"
+    )]
     pub security_protocol: String,
     /// SASL mechanism, e.g. SCRAM-SHA-512.
     #[arg(long, env = "FLEETSTREAM_SASL_MECHANISM")]
@@ -118,7 +122,11 @@ pub struct DemoArgs {
     #[arg(long, env = "FLEETSTREAM_KEY_STRATEGY")]
     pub key_strategy: Option<String>,
     /// Partitioner: murmur2_random (Java-compatible) or consistent_random (librdkafka's default).
-    #[arg(long, env = "FLEETSTREAM_PARTITIONER", default_value = "murmur2_random")]
+    #[arg(
+        long,
+        env = "FLEETSTREAM_PARTITIONER",
+        default_value = "murmur2_random"
+    )]
     pub partitioner: String,
     /// Routing file of the in-process dispatcher. Default: built-in config/routes-demo.toml.
     #[arg(long, env = "FLEETSTREAM_ROUTES")]
@@ -136,5 +144,6 @@ pub struct DemoArgs {
 
 /// Parses `15s`, `2m`, `500ms`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s, 2m or 500ms: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 15s, 2m or 500ms: {e}"))
 }

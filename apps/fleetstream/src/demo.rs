@@ -9,12 +9,16 @@ use crate::cli::DemoArgs;
 use crate::{connect, load_topology, ConfigError, DEMO_ROUTES};
 use anyhow::{bail, Context};
 use fleetstream_consumer::{InProcess, Transport, Worker, WorkerConfig, WorkerMetrics};
-use fleetstream_core::{IdLedger, KeyResolver, KeyStrategy, LedgerReport, MessageId, Partitioner, TopicRole};
+use fleetstream_core::{
+    IdLedger, KeyResolver, KeyStrategy, LedgerReport, MessageId, Partitioner, TopicRole,
+};
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{headers, read_topic_to_end, Admin, ConsumerSettings, ProducerSettings};
 use fleetstream_obs::LatencySummary;
-use fleetstream_producer::{AckObserver, GeneratorConfig, ProducerMetrics, ProducerReport, RunSpec, SharedRate};
+use fleetstream_producer::{
+    AckObserver, GeneratorConfig, ProducerMetrics, ProducerReport, RunSpec, SharedRate,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -84,21 +88,33 @@ impl AckObserver for LedgerObserver {
 
 fn validate(args: &DemoArgs) -> anyhow::Result<(Option<KeyStrategy>, Partitioner)> {
     if !args.rate.is_finite() || args.rate < 0.0 {
-        bail!(ConfigError(format!("--rate (FLEETSTREAM_RATE) must be >= 0 msg/s, got {}", args.rate)));
+        bail!(ConfigError(format!(
+            "--rate (FLEETSTREAM_RATE) must be >= 0 msg/s, got {}",
+            args.rate
+        )));
     }
     if args.duration.is_zero() {
-        bail!(ConfigError("--duration (FLEETSTREAM_DURATION) must be more than zero".into()));
+        bail!(ConfigError(
+            "--duration (FLEETSTREAM_DURATION) must be more than zero".into()
+        ));
     }
     if args.workers == 0 {
-        bail!(ConfigError("--workers (FLEETSTREAM_WORKERS) must be at least 1".into()));
+        bail!(ConfigError(
+            "--workers (FLEETSTREAM_WORKERS) must be at least 1".into()
+        ));
     }
     if args.trucks == 0 {
-        bail!(ConfigError("--trucks (FLEETSTREAM_TRUCKS) must be at least 1".into()));
+        bail!(ConfigError(
+            "--trucks (FLEETSTREAM_TRUCKS) must be at least 1".into()
+        ));
     }
     let keys = args
         .key_strategy
         .as_deref()
-        .map(|s| s.parse::<KeyStrategy>().map_err(|e| ConfigError(format!("--key-strategy (FLEETSTREAM_KEY_STRATEGY): {e}"))))
+        .map(|s| {
+            s.parse::<KeyStrategy>()
+                .map_err(|e| ConfigError(format!("--key-strategy (FLEETSTREAM_KEY_STRATEGY): {e}")))
+        })
         .transpose()?;
     let partitioner = args
         .partitioner
@@ -113,15 +129,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let (key_override, partitioner) = validate(&args)?;
     let topology = load_topology(&args.topology)?;
     let routes_text = match &args.routes {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading --routes {}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading --routes {}", p.display()))?,
         None => DEMO_ROUTES.to_string(),
     };
     let state_dir = std::env::temp_dir().join(format!("fleetstream-demo-{}", std::process::id()));
-    let table = RoutingTable::from_toml_str(&routes_text, &state_dir).context("in the dispatcher routing file")?;
+    let table = RoutingTable::from_toml_str(&routes_text, &state_dir)
+        .context("in the dispatcher routing file")?;
 
     let cluster = connect(&args.cluster)?;
     let admin = Admin::new(&cluster)?;
-    let applied = admin.apply(&topology).await.context("applying the topology")?;
+    let applied = admin
+        .apply(&topology)
+        .await
+        .context("applying the topology")?;
     println!(
         "topology {:?}: {} topics ({} created, {} drift)",
         topology.name(),
@@ -130,10 +151,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         applied.drift.len()
     );
     for d in &applied.drift {
-        println!("  drift: {} {} is {}, wanted {}", d.topic, d.setting, d.actual, d.wanted);
+        println!(
+            "  drift: {} {} is {}, wanted {}",
+            d.topic, d.setting, d.actual, d.wanted
+        );
     }
 
-    let dispatcher = Arc::new(Dispatcher::new(table, Arc::new(MemoryStore::new(Duration::from_secs(30))))?);
+    let dispatcher = Arc::new(Dispatcher::new(
+        table,
+        Arc::new(MemoryStore::new(Duration::from_secs(30))),
+    )?);
     let transport: Arc<dyn Transport> = Arc::new(InProcess(dispatcher.clone()));
     let conn = cluster.connection().clone();
     let mut producer_settings = ProducerSettings::new(conn.clone());
@@ -160,18 +187,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
             group_stats.push(w.group_stats());
             workers.push(tokio::spawn(w.run(stop_rx.clone())));
         }
-        println!("group {group}: {} workers on {}", args.workers, topics.join(", "));
+        println!(
+            "group {group}: {} workers on {}",
+            args.workers,
+            topics.join(", ")
+        );
         group_sizes.insert(group, args.workers);
     }
 
     // Wait for the groups to assign every source partition, so latency measures the pipeline
     // rather than the first join (the mock cluster delays it ~3 s).
-    let source_partitions: u64 = topology.source_topics().map(|t| u64::from(t.partitions)).sum();
+    let source_partitions: u64 = topology
+        .source_topics()
+        .map(|t| u64::from(t.partitions))
+        .sum();
     let join_deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let owned: u64 = group_stats
             .iter()
-            .map(|g| g.assigned.load(Ordering::Relaxed).saturating_sub(g.revoked.load(Ordering::Relaxed)))
+            .map(|g| {
+                g.assigned
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(g.revoked.load(Ordering::Relaxed))
+            })
             .sum();
         if owned >= source_partitions {
             println!("workers own all {source_partitions} source partitions");
@@ -187,11 +225,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     // Producer on a thread of its own (it paces with sleeps and blocks on a full queue).
     let run_id: u64 = rand::random();
     let ledger = Arc::new(LedgerObserver(Mutex::new(IdLedger::new(run_id))));
-    let pmetrics = Arc::new(ProducerMetrics::with_observer(Some(ledger.clone() as Arc<dyn AckObserver>)));
+    let pmetrics = Arc::new(ProducerMetrics::with_observer(Some(
+        ledger.clone() as Arc<dyn AckObserver>
+    )));
     let keys = match key_override {
         Some(s) => {
             let k = topology.keys();
-            let sub = k.subkeys.iter().filter_map(|(c, n)| c.parse().ok().map(|c| (c, *n))).collect();
+            let sub = k
+                .subkeys
+                .iter()
+                .filter_map(|(c, n)| c.parse().ok().map(|c| (c, *n)))
+                .collect();
             KeyResolver::new(s, k.default_subkeys, sub)
         }
         None => topology.key_resolver().clone(),
@@ -200,7 +244,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         topology: topology.clone(),
         keys,
         settings: producer_settings.clone(),
-        generator: GeneratorConfig { trucks: args.trucks, seed: args.seed, ..GeneratorConfig::default() },
+        generator: GeneratorConfig {
+            trucks: args.trucks,
+            seed: args.seed,
+            ..GeneratorConfig::default()
+        },
         rate: SharedRate::new(args.rate),
         burst: ((args.rate / 100.0) as u32).max(1),
         duration: Some(args.duration),
@@ -210,7 +258,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     println!(
         "producing for {} at {} msg/s (run {run_id:016x}); Ctrl-C stops early",
         humantime::format_duration(args.duration),
-        if args.rate > 0.0 { format!("{}", args.rate) } else { "unthrottled".into() }
+        if args.rate > 0.0 {
+            format!("{}", args.rate)
+        } else {
+            "unthrottled".into()
+        }
     );
     let stop_producer = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -241,7 +293,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let acked = report.acked;
     let drain_deadline = Instant::now() + args.drain_timeout;
     let drained = loop {
-        let settled = wmetrics.dispatched.load(Ordering::Relaxed) + wmetrics.dead_lettered.load(Ordering::Relaxed);
+        let settled = wmetrics.dispatched.load(Ordering::Relaxed)
+            + wmetrics.dead_lettered.load(Ordering::Relaxed);
         if settled >= acked {
             break true;
         }
@@ -259,31 +312,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         w.await.context("worker task")??;
     }
 
-    // The account, id by id.
+    // The account, id by id: sinks hold the dispatched ids, dead-letter topics the others.
+    let mut dead_letter_ids = Vec::new();
+    for dlq in topology
+        .topics()
+        .iter()
+        .filter(|t| t.role == TopicRole::DeadLetter)
+    {
+        let conn = conn.clone();
+        let name = dlq.name.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            read_topic_to_end(&conn, &name, Duration::from_secs(30))
+        })
+        .await
+        .context("dead-letter reader")??;
+        dead_letter_ids.extend(
+            records
+                .iter()
+                .filter_map(|r| r.header(headers::MESSAGE_ID).and_then(MessageId::parse)),
+        );
+    }
     let mut extra_effects = 0u64;
     {
         let mut l = ledger.0.lock().unwrap_or_else(|p| p.into_inner());
         for (name, _) in dispatcher.routing().targets() {
-            let Some(sink) = dispatcher.memory_target(name) else { continue };
+            let Some(sink) = dispatcher.memory_target(name) else {
+                continue;
+            };
             for id in sink.ids() {
-                let effects = sink.effects(&id);
-                extra_effects += u64::from(effects.saturating_sub(1));
+                extra_effects += u64::from(sink.effects(&id).saturating_sub(1));
                 if let Some(mid) = MessageId::parse(id.as_bytes()) {
                     l.dispatched(mid);
                 }
             }
         }
-        for dlq in topology.topics().iter().filter(|t| t.role == TopicRole::DeadLetter) {
-            let conn = conn.clone();
-            let name = dlq.name.clone();
-            let records = tokio::task::spawn_blocking(move || read_topic_to_end(&conn, &name, Duration::from_secs(30)))
-                .await
-                .context("dead-letter reader")??;
-            for r in records {
-                if let Some(mid) = r.header(headers::MESSAGE_ID).and_then(MessageId::parse) {
-                    l.dead_lettered(mid);
-                }
-            }
+        for mid in dead_letter_ids {
+            l.dead_lettered(mid);
         }
     }
     let ledger_report: LedgerReport = ledger.0.lock().unwrap_or_else(|p| p.into_inner()).report();
@@ -315,12 +379,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     };
     print_summary(&summary);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing --json {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing --json {}", path.display()))?;
         println!("summary written to {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&state_dir);
     if summary.lost > 0 {
-        bail!("{} acked messages were neither dispatched nor dead-lettered (e.g. {:?})", summary.lost, summary.lost_sample);
+        bail!(
+            "{} acked messages were neither dispatched nor dead-lettered (e.g. {:?})",
+            summary.lost,
+            summary.lost_sample
+        );
     }
     Ok(summary)
 }
@@ -379,17 +448,26 @@ fn print_summary(s: &DemoSummary) {
     println!("{:<24} {:>12}", "acked", s.acked);
     println!("{:<24} {:>12}", "consumed", s.consumed);
     println!("{:<24} {:>12}", "dispatched", s.dispatched);
-    println!("{:<24} {:>12}", "duplicates suppressed", s.duplicates_suppressed);
+    println!(
+        "{:<24} {:>12}",
+        "duplicates suppressed", s.duplicates_suppressed
+    );
     println!("{:<24} {:>12}", "dead-lettered", s.dead_lettered);
     println!("{:<24} {:>12}", "lost (id ledger)", s.lost);
-    println!("{:<24} {:>12.1} msg/s (target {})", "rate achieved", s.rate_achieved, s.rate_target);
+    println!(
+        "{:<24} {:>12.1} msg/s (target {})",
+        "rate achieved", s.rate_achieved, s.rate_target
+    );
     println!(
         "{:<24} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         "end-to-end latency", s.e2e_latency_ms.p50, s.e2e_latency_ms.p99, s.e2e_latency_ms.max
     );
     println!(
         "{:<24} p50 {:.1} ms, p99 {:.1} ms (from intended send: p99 {:.1} ms)",
-        "producer ack latency", s.ack_latency_ms.p50, s.ack_latency_ms.p99, s.ack_latency_intended_ms.p99
+        "producer ack latency",
+        s.ack_latency_ms.p50,
+        s.ack_latency_ms.p99,
+        s.ack_latency_intended_ms.p99
     );
     for (topic, parts) in &s.per_partition {
         let counts: Vec<String> = parts.iter().map(|(p, n)| format!("{p}:{n}")).collect();

@@ -21,7 +21,10 @@ pub const DEMO_ROUTES: &str = include_str!("../../../config/routes-demo.toml");
 
 /// Runs a parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await.map(|_| ()),
@@ -33,7 +36,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
 
 /// Exit code for an error: 2 for bad input (configuration), 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<ConfigError>() || c.is::<fleetstream_core::TopologyError>()) {
+    if e.chain()
+        .any(|c| c.is::<ConfigError>() || c.is::<fleetstream_core::TopologyError>())
+    {
         2
     } else {
         1
@@ -43,7 +48,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// A configuration value is invalid; names the flag or key.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
-
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,8 +60,14 @@ impl std::error::Error for ConfigError {}
 /// Loads a topology: a file path, or `domain` / `hybrid` for the built-in ones.
 pub fn load_topology(args: &TopologyArgs) -> anyhow::Result<Topology> {
     let (text, origin) = match args.topology.as_str() {
-        "domain" => (DOMAIN_TOPOLOGY.to_string(), "built-in domain topology".to_string()),
-        "hybrid" => (HYBRID_TOPOLOGY.to_string(), "built-in hybrid topology".to_string()),
+        "domain" => (
+            DOMAIN_TOPOLOGY.to_string(),
+            "built-in domain topology".to_string(),
+        ),
+        "hybrid" => (
+            HYBRID_TOPOLOGY.to_string(),
+            "built-in hybrid topology".to_string(),
+        ),
         path => (
             std::fs::read_to_string(path).with_context(|| format!("reading --topology {path}"))?,
             path.to_string(),
@@ -71,7 +81,9 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
     let handle = match &args.bootstrap {
         Some(b) => {
             if b.trim().is_empty() {
-                bail!(ConfigError("--bootstrap (FLEETSTREAM_BOOTSTRAP) is empty".into()));
+                bail!(ConfigError(
+                    "--bootstrap (FLEETSTREAM_BOOTSTRAP) is empty".into()
+                ));
             }
             let mut c = ConnectionSettings::plaintext(b.trim());
             c.security_protocol = match args.security_protocol.as_str() {
@@ -90,9 +102,12 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
         }
         None => {
             if args.embedded_brokers == 0 {
-                bail!(ConfigError("--embedded-brokers (FLEETSTREAM_EMBEDDED_BROKERS) must be at least 1".into()));
+                bail!(ConfigError(
+                    "--embedded-brokers (FLEETSTREAM_EMBEDDED_BROKERS) must be at least 1".into()
+                ));
             }
-            ClusterHandle::embedded(args.embedded_brokers).context("starting the embedded cluster")?
+            ClusterHandle::embedded(args.embedded_brokers)
+                .context("starting the embedded cluster")?
         }
     };
     println!("{}", handle.banner());

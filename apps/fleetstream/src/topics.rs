@@ -9,7 +9,10 @@ pub async fn apply(args: TopicsArgs) -> anyhow::Result<()> {
     let topology = load_topology(&args.topology)?;
     let cluster = connect(&args.cluster)?;
     let admin = Admin::new(&cluster)?;
-    let report = admin.apply(&topology).await.context("applying the topology")?;
+    let report = admin
+        .apply(&topology)
+        .await
+        .context("applying the topology")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -20,21 +23,38 @@ pub async fn apply(args: TopicsArgs) -> anyhow::Result<()> {
             println!("ok        {t}");
         }
         for d in &report.drift {
-            println!("DRIFT     {}: {} is {} on the cluster, the topology wants {}", d.topic, d.setting, d.actual, d.wanted);
+            println!(
+                "DRIFT     {}: {} is {} on the cluster, the topology wants {}",
+                d.topic, d.setting, d.actual, d.wanted
+            );
         }
         if !report.unchecked.is_empty() {
-            println!("note: this cluster cannot report {} (embedded mock cluster)", report.unchecked.join(", "));
+            println!(
+                "note: this cluster cannot report {} (embedded mock cluster)",
+                report.unchecked.join(", ")
+            );
         }
         if report.drift.is_empty() {
-            println!("topology {:?}: {} topics in place, no drift", topology.name(), topology.topics().len());
+            println!(
+                "topology {:?}: {} topics in place, no drift",
+                topology.name(),
+                topology.topics().len()
+            );
         } else {
-            println!("topology {:?}: {} drift(s) reported; nothing was changed", topology.name(), report.drift.len());
+            println!(
+                "topology {:?}: {} drift(s) reported; nothing was changed",
+                topology.name(),
+                report.drift.len()
+            );
         }
     }
     if report.drift.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("{} drift(s) between the topology and the cluster", report.drift.len())
+        anyhow::bail!(
+            "{} drift(s) between the topology and the cluster",
+            report.drift.len()
+        )
     }
 }
 
@@ -48,7 +68,10 @@ pub async fn describe(args: TopicsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&states)?);
         return Ok(());
     }
-    println!("{:<28} {:>10} {:>8} {:>8} {:>12} {:>14}  {}", "topic", "partitions", "rf", "min-isr", "min.insync", "retention.ms", "declared");
+    println!(
+        "{:<28} {:>10} {:>8} {:>8} {:>12} {:>14}  declared",
+        "topic", "partitions", "rf", "min-isr", "min.insync", "retention.ms"
+    );
     for spec in topology.topics() {
         match states.iter().find(|s| s.name == spec.name) {
             Some(s) => println!(
@@ -62,7 +85,10 @@ pub async fn describe(args: TopicsArgs) -> anyhow::Result<()> {
                 spec.partitions,
                 spec.role,
             ),
-            None => println!("{:<28} {:>10}  (missing: run `fleetstream topics apply`)", spec.name, "-"),
+            None => println!(
+                "{:<28} {:>10}  (missing: run `fleetstream topics apply`)",
+                spec.name, "-"
+            ),
         }
     }
     Ok(())

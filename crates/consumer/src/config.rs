@@ -42,7 +42,9 @@ impl WorkerConfig {
 
     /// Delay before retry number `attempt` (1-based): exponential with full jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.backoff_base.saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
         let cap = exp.min(self.backoff_max);
         cap.mul_f64(rand::random::<f64>())
     }

@@ -1,7 +1,10 @@
 //! Writes records the pipeline could not process to the dead-letter topic, with the reason,
 //! and waits for the `acks=all` acknowledgement. Only then may the source offset be stored.
 
-use fleetstream_kafka::{headers::dead_letter as h, DeliveryHandler, DeliveryReport, KafkaError, KafkaProducer, OutRecord, ProducerSettings};
+use fleetstream_kafka::{
+    headers::dead_letter as h, DeliveryHandler, DeliveryReport, KafkaError, KafkaProducer,
+    OutRecord, ProducerSettings,
+};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -37,7 +40,11 @@ struct AckHandler;
 impl DeliveryHandler for AckHandler {
     type Token = oneshot::Sender<Result<(), String>>;
     fn delivered(&self, token: Self::Token, report: DeliveryReport<'_>) {
-        let _ = token.send(report.result.map_err(|f| format!("{}: {}", f.class, f.message)));
+        let _ = token.send(
+            report
+                .result
+                .map_err(|f| format!("{}: {}", f.class, f.message)),
+        );
     }
 }
 
@@ -49,8 +56,14 @@ pub struct DeadLetterWriter {
 
 impl DeadLetterWriter {
     /// Creates the writer.
-    pub fn new(settings: &ProducerSettings, worker_id: impl Into<String>) -> Result<Self, KafkaError> {
-        Ok(DeadLetterWriter { producer: KafkaProducer::new(settings, Arc::new(AckHandler))?, worker_id: worker_id.into() })
+    pub fn new(
+        settings: &ProducerSettings,
+        worker_id: impl Into<String>,
+    ) -> Result<Self, KafkaError> {
+        Ok(DeadLetterWriter {
+            producer: KafkaProducer::new(settings, Arc::new(AckHandler))?,
+            worker_id: worker_id.into(),
+        })
     }
 
     /// Writes every letter and waits for all acks. `Err` if any write failed: the caller must
@@ -62,7 +75,11 @@ impl DeadLetterWriter {
             let offset = l.source_offset.to_string();
             let ts = l.source_timestamp_ms.to_string();
             let attempts = l.attempts.to_string();
-            let mut hdrs: Vec<(&str, &[u8])> = l.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let mut hdrs: Vec<(&str, &[u8])> = l
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
             hdrs.extend([
                 (h::ERROR_CLASS, l.error_class.as_bytes()),
                 (h::ERROR_MESSAGE, l.error_message.as_bytes()),
@@ -73,7 +90,12 @@ impl DeadLetterWriter {
                 (h::ATTEMPTS, attempts.as_bytes()),
                 (h::WORKER_ID, self.worker_id.as_bytes()),
             ]);
-            let record = OutRecord { topic: &l.topic, key: l.key.as_deref(), payload: &l.value, headers: &hdrs };
+            let record = OutRecord {
+                topic: &l.topic,
+                key: l.key.as_deref(),
+                payload: &l.value,
+                headers: &hdrs,
+            };
             let (tx, rx) = oneshot::channel();
             let mut token = tx;
             loop {

@@ -79,12 +79,20 @@ impl WorkerMetrics {
     pub(crate) fn record_consumed(&self, topic: &str, partition: i32) {
         self.consumed.fetch_add(1, Ordering::Relaxed);
         let mut i = self.inner();
-        *i.per_partition.entry(topic.to_string()).or_default().entry(partition).or_default() += 1;
+        *i.per_partition
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition)
+            .or_default() += 1;
     }
 
     pub(crate) fn record_dead_letter(&self, reason: &str) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        *self.inner().dead_letter_reasons.entry(reason.to_string()).or_default() += 1;
+        *self
+            .inner()
+            .dead_letter_reasons
+            .entry(reason.to_string())
+            .or_default() += 1;
     }
 
     /// A consistent-enough snapshot.

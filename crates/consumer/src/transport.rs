@@ -17,7 +17,8 @@ pub enum TransportError {
 }
 
 /// Boxed future returned by [`Transport::dispatch`].
-pub type DispatchFuture<'a> = Pin<Box<dyn Future<Output = Result<DispatchResponse, TransportError>> + Send + 'a>>;
+pub type DispatchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<DispatchResponse, TransportError>> + Send + 'a>>;
 
 /// Sends a batch to the dispatcher and returns its per-record results.
 pub trait Transport: Send + Sync {

@@ -12,7 +12,9 @@ use crate::metrics::WorkerMetrics;
 use crate::transport::{Transport, TransportError};
 use fleetstream_core::{TelemetryEvent, Topology};
 use fleetstream_dispatcher::{BatchRecord, Outcome};
-use fleetstream_kafka::{headers, ConsumedRecord, ConsumerSettings, GroupConsumer, KafkaError, ProducerSettings};
+use fleetstream_kafka::{
+    headers, ConsumedRecord, ConsumerSettings, GroupConsumer, KafkaError, ProducerSettings,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,7 +40,10 @@ pub struct Worker {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Worker {
@@ -56,7 +61,15 @@ impl Worker {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let dead_letter_topics = topics
             .iter()
-            .map(|t| (t.clone(), topology.dead_letter_for(t).map(str::to_string).unwrap_or_else(|| format!("{t}-dlq"))))
+            .map(|t| {
+                (
+                    t.clone(),
+                    topology
+                        .dead_letter_for(t)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{t}-dlq")),
+                )
+            })
             .collect();
         Ok(Worker {
             dead_letters: DeadLetterWriter::new(producer, config.worker_id.clone())?,
@@ -141,7 +154,12 @@ impl Worker {
             // Per-record isolation: a bad record is set aside, its partition keeps flowing.
             match TelemetryEvent::parse(&r.value) {
                 Ok(_) => pending.push(to_batch_record(r)),
-                Err(e) => letters.push(self.letter(to_batch_record(r), e.class().to_string(), e.to_string(), 0)),
+                Err(e) => letters.push(self.letter(
+                    to_batch_record(r),
+                    e.class().to_string(),
+                    e.to_string(),
+                    0,
+                )),
             }
         }
         let mut attempt = 0u32;
@@ -158,8 +176,13 @@ impl Worker {
                         match res.outcome {
                             Outcome::Dispatched => {
                                 self.metrics.dispatched.fetch_add(1, Ordering::Relaxed);
-                                if let Some(t) = rec.header(headers::PRODUCED_AT).and_then(headers::parse_u64) {
-                                    self.metrics.record_e2e_micros((acked_at - t as i64).max(0) as u64 * 1000);
+                                if let Some(t) = rec
+                                    .header(headers::PRODUCED_AT)
+                                    .and_then(headers::parse_u64)
+                                {
+                                    self.metrics.record_e2e_micros(
+                                        (acked_at - t as i64).max(0) as u64 * 1000,
+                                    );
                                 }
                             }
                             Outcome::Duplicate => {
@@ -168,16 +191,28 @@ impl Worker {
                             Outcome::Skipped { .. } => {
                                 self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
                             }
-                            Outcome::Failed { reason, retriable: true } if attempt < self.config.max_attempts => {
+                            Outcome::Failed {
+                                reason,
+                                retriable: true,
+                            } if attempt < self.config.max_attempts => {
                                 tracing::debug!(%reason, "retrying record");
                                 retry.push(rec);
                             }
                             Outcome::Failed { reason, retriable } => {
-                                let class = if retriable { "dispatch_failed" } else { "dispatch_rejected" };
+                                let class = if retriable {
+                                    "dispatch_failed"
+                                } else {
+                                    "dispatch_rejected"
+                                };
                                 letters.push(self.letter(rec, class.into(), reason, attempt));
                             }
                             Outcome::Conflict => {
-                                letters.push(self.letter(rec, "id_conflict".into(), "message id reused with a different payload".into(), attempt));
+                                letters.push(self.letter(
+                                    rec,
+                                    "id_conflict".into(),
+                                    "message id reused with a different payload".into(),
+                                    attempt,
+                                ));
                             }
                         }
                     }
@@ -197,7 +232,9 @@ impl Worker {
                 }
             }
             if !pending.is_empty() {
-                self.metrics.retries.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .retries
+                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
                 tokio::time::sleep(self.config.backoff(attempt)).await;
             }
         }
@@ -222,7 +259,9 @@ impl Worker {
             match self.dead_letters.write_all(letters).await {
                 Ok(()) => break,
                 Err(e) => {
-                    self.metrics.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .dead_letter_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(worker = %self.config.worker_id, error = %e, attempt, "dead-letter write failed; retrying");
                     tokio::time::sleep(self.config.backoff(attempt)).await;
                 }
@@ -235,7 +274,11 @@ impl Worker {
 
     fn letter(&self, r: BatchRecord, class: String, message: String, attempts: u32) -> DeadLetter {
         DeadLetter {
-            topic: self.dead_letter_topics.get(&r.topic).cloned().unwrap_or_else(|| format!("{}-dlq", r.topic)),
+            topic: self
+                .dead_letter_topics
+                .get(&r.topic)
+                .cloned()
+                .unwrap_or_else(|| format!("{}-dlq", r.topic)),
             source_topic: r.topic,
             source_partition: r.partition,
             source_offset: r.offset,

@@ -6,8 +6,8 @@ use fleetstream_core::{MessageId, Topology};
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{
-    group_lag, headers, read_topic_to_end, Admin, ConsumerSettings, DeliveryHandler, DeliveryReport, KafkaProducer,
-    OutRecord, ProducerSettings,
+    group_lag, headers, read_topic_to_end, Admin, ConsumerSettings, DeliveryHandler,
+    DeliveryReport, KafkaProducer, OutRecord, ProducerSettings,
 };
 use fleetstream_producer::{Generator, GeneratorConfig};
 use fleetstream_testkit::{cluster, unique_topology, wait_until};
@@ -41,7 +41,11 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
     let cluster = cluster();
     let (prefix, text) = unique_topology(DOMAIN);
     let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster).unwrap().apply(&topology).await.unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
     let topic = format!("{prefix}-mt-c300");
     let conn = cluster.connection().clone();
 
@@ -63,13 +67,35 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
         generator.next_event(1, &mut payload);
         let id = MessageId { run, seq }.to_string();
         let h: [(&str, &[u8]); 1] = [(headers::MESSAGE_ID, id.as_bytes())];
-        producer.send(OutRecord { topic: &topic, key: Some(b"k"), payload: &payload, headers: &h }, ()).map_err(|(e, _)| e).unwrap();
+        producer
+            .send(
+                OutRecord {
+                    topic: &topic,
+                    key: Some(b"k"),
+                    payload: &payload,
+                    headers: &h,
+                },
+                (),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
         seq += 1;
         if i % 75 == 10 {
             let (bad, class) = poison[(i / 75) as usize];
             let id = MessageId { run, seq }.to_string();
             let h: [(&str, &[u8]); 1] = [(headers::MESSAGE_ID, id.as_bytes())];
-            producer.send(OutRecord { topic: &topic, key: Some(b"k"), payload: bad, headers: &h }, ()).map_err(|(e, _)| e).unwrap();
+            producer
+                .send(
+                    OutRecord {
+                        topic: &topic,
+                        key: Some(b"k"),
+                        payload: bad,
+                        headers: &h,
+                    },
+                    (),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
             expected_poison.insert(id, class);
             seq += 1;
         }
@@ -77,7 +103,13 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
     producer.flush(Duration::from_secs(30)).unwrap();
     assert_eq!(acks.0.load(Ordering::SeqCst), 304);
 
-    let dispatcher = Arc::new(Dispatcher::new(RoutingTable::from_toml_str(ROUTES, "/nonexistent").unwrap(), Arc::new(MemoryStore::default())).unwrap());
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            RoutingTable::from_toml_str(ROUTES, "/nonexistent").unwrap(),
+            Arc::new(MemoryStore::default()),
+        )
+        .unwrap(),
+    );
     let metrics = Arc::new(WorkerMetrics::default());
     let group = topology.groups().into_keys().next().unwrap();
     let worker = Worker::new(
@@ -85,7 +117,7 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
         &ConsumerSettings::new(conn.clone(), group.clone()),
         &ProducerSettings::new(conn.clone()),
         &topology,
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         Arc::new(InProcess(dispatcher.clone())) as Arc<dyn Transport>,
         metrics.clone(),
     )
@@ -113,22 +145,43 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
     assert_eq!(snap.dead_lettered, 4, "{snap:?}");
 
     let dlq_topic = topology.dead_letter_for(&topic).unwrap().to_string();
-    let letters = tokio::task::spawn_blocking(move || read_topic_to_end(&conn, &dlq_topic, Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .unwrap();
+    let letters = tokio::task::spawn_blocking(move || {
+        read_topic_to_end(&conn, &dlq_topic, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(letters.len(), 4);
     for l in &letters {
         let id = String::from_utf8(l.header(headers::MESSAGE_ID).unwrap().to_vec()).unwrap();
-        let class = std::str::from_utf8(l.header(headers::dead_letter::ERROR_CLASS).unwrap()).unwrap();
+        let class =
+            std::str::from_utf8(l.header(headers::dead_letter::ERROR_CLASS).unwrap()).unwrap();
         assert_eq!(Some(&class), expected_poison.get(&id), "dead letter {id}");
-        assert_eq!(l.header(headers::dead_letter::SOURCE_TOPIC), Some(topic.as_bytes()));
-        assert!(l.header(headers::dead_letter::SOURCE_OFFSET).and_then(headers::parse_u64).is_some());
-        assert_eq!(l.header(headers::dead_letter::WORKER_ID), Some(&b"test-worker"[..]));
-        assert!(!l.header(headers::dead_letter::ERROR_MESSAGE).unwrap().is_empty());
+        assert_eq!(
+            l.header(headers::dead_letter::SOURCE_TOPIC),
+            Some(topic.as_bytes())
+        );
+        assert!(l
+            .header(headers::dead_letter::SOURCE_OFFSET)
+            .and_then(headers::parse_u64)
+            .is_some());
+        assert_eq!(
+            l.header(headers::dead_letter::WORKER_ID),
+            Some(&b"test-worker"[..])
+        );
+        assert!(!l
+            .header(headers::dead_letter::ERROR_MESSAGE)
+            .unwrap()
+            .is_empty());
     }
 
-    let lag = group_lag(cluster.connection(), &group, &[topic], Duration::from_secs(10)).unwrap();
+    let lag = group_lag(
+        cluster.connection(),
+        &group,
+        &[topic],
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "{lag:?}");
     assert_eq!(lag.iter().map(|l| l.high_watermark).sum::<i64>(), 304);
 }

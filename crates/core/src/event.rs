@@ -58,7 +58,8 @@ impl TelemetryEvent {
             serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
         match value.get("codigo") {
             None => return Err(EventError::MissingCode),
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|c| c <= u32::MAX as u64) => {}
+            Some(serde_json::Value::Number(n))
+                if n.as_u64().is_some_and(|c| c <= u32::MAX as u64) => {}
             Some(other) => return Err(EventError::InvalidCode(truncate(&other.to_string()))),
         }
         serde_json::from_value(value).map_err(|e| EventError::Schema(e.to_string()))
@@ -111,9 +112,9 @@ fn truncate(s: &str) -> String {
 fn find_field<'a>(bytes: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
     let mut from = 0;
     while from + field.len() + 2 <= bytes.len() {
-        let rel = bytes[from..]
-            .windows(field.len() + 2)
-            .position(|w| w[0] == b'"' && &w[1..=field.len()] == field && w[field.len() + 1] == b'"')?;
+        let rel = bytes[from..].windows(field.len() + 2).position(|w| {
+            w[0] == b'"' && &w[1..=field.len()] == field && w[field.len() + 1] == b'"'
+        })?;
         let mut i = from + rel + field.len() + 2;
         while i < bytes.len() && bytes[i].is_ascii_whitespace() {
             i += 1;
@@ -140,10 +141,18 @@ pub fn extract_code(bytes: &[u8]) -> Result<Code, EventError> {
         return Err(EventError::Oversize(bytes.len()));
     }
     let rest = find_field(bytes, b"codigo").ok_or(EventError::MissingCode)?;
-    let (digits_from, quoted) = if rest.first() == Some(&b'"') { (1, true) } else { (0, false) };
+    let (digits_from, quoted) = if rest.first() == Some(&b'"') {
+        (1, true)
+    } else {
+        (0, false)
+    };
     let digits = &rest[digits_from..];
     let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-    let invalid = || EventError::InvalidCode(truncate(&String::from_utf8_lossy(&rest[..rest.len().min(16)])));
+    let invalid = || {
+        EventError::InvalidCode(truncate(&String::from_utf8_lossy(
+            &rest[..rest.len().min(16)],
+        )))
+    };
     if len == 0 || len > 9 {
         return Err(invalid());
     }
@@ -151,7 +160,10 @@ pub fn extract_code(bytes: &[u8]) -> Result<Code, EventError> {
     let ok_end = if quoted {
         terminator == Some(b'"')
     } else {
-        matches!(terminator, Some(b',') | Some(b'}') | Some(b' ') | Some(b'\n') | Some(b'\r') | Some(b'\t'))
+        matches!(
+            terminator,
+            Some(b',') | Some(b'}') | Some(b' ') | Some(b'\n') | Some(b'\r') | Some(b'\t')
+        )
     };
     if !ok_end {
         return Err(invalid());
@@ -211,22 +223,61 @@ mod tests {
 
     #[test]
     fn rejects_missing_and_invalid_codes() {
-        assert_eq!(extract_code(br#"{"truck_id":"a"}"#), Err(EventError::MissingCode));
-        assert!(matches!(extract_code(br#"{"codigo":"abc"}"#), Err(EventError::InvalidCode(_))));
-        assert!(matches!(extract_code(br#"{"codigo":-3}"#), Err(EventError::InvalidCode(_))));
-        assert!(matches!(extract_code(br#"{"codigo":3.5}"#), Err(EventError::InvalidCode(_))));
-        assert!(matches!(extract_code(br#"{"codigo":null}"#), Err(EventError::InvalidCode(_))));
+        assert_eq!(
+            extract_code(br#"{"truck_id":"a"}"#),
+            Err(EventError::MissingCode)
+        );
+        assert!(matches!(
+            extract_code(br#"{"codigo":"abc"}"#),
+            Err(EventError::InvalidCode(_))
+        ));
+        assert!(matches!(
+            extract_code(br#"{"codigo":-3}"#),
+            Err(EventError::InvalidCode(_))
+        ));
+        assert!(matches!(
+            extract_code(br#"{"codigo":3.5}"#),
+            Err(EventError::InvalidCode(_))
+        ));
+        assert!(matches!(
+            extract_code(br#"{"codigo":null}"#),
+            Err(EventError::InvalidCode(_))
+        ));
         // A field merely containing the name is not the field.
-        assert_eq!(extract_code(br#"{"xcodigo":300}"#), Err(EventError::MissingCode));
+        assert_eq!(
+            extract_code(br#"{"xcodigo":300}"#),
+            Err(EventError::MissingCode)
+        );
     }
 
     #[test]
     fn full_parse_classifies_errors() {
-        assert_eq!(TelemetryEvent::parse(&[0xff, 0xfe]).unwrap_err().class(), "not_utf8");
-        assert_eq!(TelemetryEvent::parse(b"{not json").unwrap_err().class(), "not_json");
-        assert_eq!(TelemetryEvent::parse(br#"{"truck_id":"a"}"#).unwrap_err().class(), "missing_code");
-        assert_eq!(TelemetryEvent::parse(br#"{"codigo":"x"}"#).unwrap_err().class(), "invalid_code");
-        assert_eq!(TelemetryEvent::parse(br#"{"codigo":300}"#).unwrap_err().class(), "schema");
+        assert_eq!(
+            TelemetryEvent::parse(&[0xff, 0xfe]).unwrap_err().class(),
+            "not_utf8"
+        );
+        assert_eq!(
+            TelemetryEvent::parse(b"{not json").unwrap_err().class(),
+            "not_json"
+        );
+        assert_eq!(
+            TelemetryEvent::parse(br#"{"truck_id":"a"}"#)
+                .unwrap_err()
+                .class(),
+            "missing_code"
+        );
+        assert_eq!(
+            TelemetryEvent::parse(br#"{"codigo":"x"}"#)
+                .unwrap_err()
+                .class(),
+            "invalid_code"
+        );
+        assert_eq!(
+            TelemetryEvent::parse(br#"{"codigo":300}"#)
+                .unwrap_err()
+                .class(),
+            "schema"
+        );
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(TelemetryEvent::parse(&big).unwrap_err().class(), "oversize");
         let ok = serde_json::to_vec(&sample(300)).unwrap();

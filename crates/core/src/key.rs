@@ -29,7 +29,9 @@ impl std::str::FromStr for KeyStrategy {
             "truck" => Ok(KeyStrategy::Truck),
             "composite" => Ok(KeyStrategy::Composite),
             "none" => Ok(KeyStrategy::None),
-            other => Err(format!("unknown key strategy {other:?}; expected code, truck, composite or none")),
+            other => Err(format!(
+                "unknown key strategy {other:?}; expected code, truck, composite or none"
+            )),
         }
     }
 }
@@ -55,7 +57,11 @@ fn one() -> u32 {
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        KeysConfig { strategy: KeyStrategy::Composite, default_subkeys: 1, subkeys: BTreeMap::new() }
+        KeysConfig {
+            strategy: KeyStrategy::Composite,
+            default_subkeys: 1,
+            subkeys: BTreeMap::new(),
+        }
     }
 }
 
@@ -71,7 +77,11 @@ impl KeyResolver {
     /// Builds a resolver; `subkeys` keys must be codes and values at least 1 (checked by
     /// [`crate::Topology`] validation, which names the bad key).
     pub fn new(strategy: KeyStrategy, default_subkeys: u32, subkeys: BTreeMap<u32, u32>) -> Self {
-        KeyResolver { strategy, default_subkeys: default_subkeys.max(1), subkeys }
+        KeyResolver {
+            strategy,
+            default_subkeys: default_subkeys.max(1),
+            subkeys,
+        }
     }
 
     /// The strategy in use.
@@ -81,7 +91,10 @@ impl KeyResolver {
 
     /// Sub-keys used for `code` under the composite strategy.
     pub fn subkeys_for(&self, code: Code) -> u32 {
-        self.subkeys.get(&code.0).copied().unwrap_or(self.default_subkeys)
+        self.subkeys
+            .get(&code.0)
+            .copied()
+            .unwrap_or(self.default_subkeys)
     }
 
     /// Writes the key for `(code, truck)` into `out` (cleared first). Returns `false` for
@@ -124,17 +137,30 @@ mod tests {
     #[test]
     fn strategies_build_the_documented_keys() {
         let t = b"TRK-000001";
-        assert_eq!(KeyResolver::new(KeyStrategy::Code, 1, BTreeMap::new()).resolve(Code(301), t), Some(b"301".to_vec()));
-        assert_eq!(KeyResolver::new(KeyStrategy::Truck, 1, BTreeMap::new()).resolve(Code(301), t), Some(t.to_vec()));
-        assert_eq!(KeyResolver::new(KeyStrategy::None, 1, BTreeMap::new()).resolve(Code(301), t), None);
+        assert_eq!(
+            KeyResolver::new(KeyStrategy::Code, 1, BTreeMap::new()).resolve(Code(301), t),
+            Some(b"301".to_vec())
+        );
+        assert_eq!(
+            KeyResolver::new(KeyStrategy::Truck, 1, BTreeMap::new()).resolve(Code(301), t),
+            Some(t.to_vec())
+        );
+        assert_eq!(
+            KeyResolver::new(KeyStrategy::None, 1, BTreeMap::new()).resolve(Code(301), t),
+            None
+        );
         assert_eq!(composite(8).resolve(Code(301), t), Some(b"301-0".to_vec()));
     }
 
     #[test]
     fn hot_code_spreads_over_its_subkeys() {
         let r = composite(8);
-        let keys: BTreeSet<Vec<u8>> =
-            (0..1000).map(|i| r.resolve(Code(300), format!("TRK-{i:06}").as_bytes()).unwrap()).collect();
+        let keys: BTreeSet<Vec<u8>> = (0..1000)
+            .map(|i| {
+                r.resolve(Code(300), format!("TRK-{i:06}").as_bytes())
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(keys.len(), 8, "1000 trucks should use all 8 sub-keys");
     }
 

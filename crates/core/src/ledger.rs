@@ -26,7 +26,10 @@ impl MessageId {
         if run.len() != 16 {
             return None;
         }
-        Some(MessageId { run: u64::from_str_radix(run, 16).ok()?, seq: seq.parse().ok()? })
+        Some(MessageId {
+            run: u64::from_str_radix(run, 16).ok()?,
+            seq: seq.parse().ok()?,
+        })
     }
 }
 
@@ -56,7 +59,9 @@ impl BitSet {
         new
     }
     fn contains(&self, i: u64) -> bool {
-        self.words.get((i / 64) as usize).is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+        self.words
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 }
 
@@ -90,7 +95,13 @@ pub struct LedgerReport {
 impl IdLedger {
     /// A ledger for producer run `run`.
     pub fn new(run: u64) -> Self {
-        IdLedger { run, acked: BitSet::default(), dispatched: BitSet::default(), dead_lettered: BitSet::default(), foreign: 0 }
+        IdLedger {
+            run,
+            acked: BitSet::default(),
+            dispatched: BitSet::default(),
+            dead_lettered: BitSet::default(),
+            foreign: 0,
+        }
     }
 
     /// Records that Kafka acked `seq`.
@@ -151,7 +162,10 @@ mod tests {
 
     #[test]
     fn message_ids_round_trip() {
-        let id = MessageId { run: 0xdead_beef, seq: 12345 };
+        let id = MessageId {
+            run: 0xdead_beef,
+            seq: 12345,
+        };
         let mut s = String::new();
         id.write_to(&mut s);
         assert_eq!(s, "00000000deadbeef-12345");
@@ -177,12 +191,18 @@ mod tests {
                 assert!(l.dispatched(id));
             }
         }
-        assert!(!l.dispatched(MessageId { run: 7, seq: 1 }), "second effect is not new");
+        assert!(
+            !l.dispatched(MessageId { run: 7, seq: 1 }),
+            "second effect is not new"
+        );
         l.dispatched(MessageId { run: 8, seq: 1 });
         let r = l.report();
         assert_eq!(r.acked, 1000);
         assert_eq!(r.lost, 1);
-        assert_eq!(r.lost_sample, vec![MessageId { run: 7, seq: 500 }.to_string()]);
+        assert_eq!(
+            r.lost_sample,
+            vec![MessageId { run: 7, seq: 500 }.to_string()]
+        );
         assert_eq!(r.dead_lettered, 9);
         assert_eq!(r.foreign, 1);
     }

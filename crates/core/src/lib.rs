@@ -20,11 +20,13 @@ mod ledger;
 mod partition;
 mod topology;
 
-pub use event::{extract_code, extract_truck_id, Code, EventError, TelemetryEvent, MAX_EVENT_BYTES};
-pub use ledger::{IdLedger, LedgerReport, MessageId};
+pub use event::{
+    extract_code, extract_truck_id, Code, EventError, TelemetryEvent, MAX_EVENT_BYTES,
+};
 pub use key::{KeyResolver, KeyStrategy, KeysConfig};
+pub use ledger::{IdLedger, LedgerReport, MessageId};
 pub use partition::{crc32_partition, murmur2, murmur2_partition, Partitioner};
 pub use topology::{
-    ClusterConfig, ReplicationSettings, RoutingConfig, RoutingRule, TopicRole, TopicSpec,
-    TopicRouter, Topology, TopologyError,
+    ClusterConfig, ReplicationSettings, RoutingConfig, RoutingRule, TopicRole, TopicRouter,
+    TopicSpec, Topology, TopologyError,
 };

@@ -23,7 +23,10 @@ pub enum TopologyError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> TopologyError {
-    TopologyError::Invalid { key: key.into(), reason: reason.into() }
+    TopologyError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Replication settings for a cluster size.
@@ -150,7 +153,8 @@ pub struct Topology {
 impl Topology {
     /// Parses and validates a topology from TOML text.
     pub fn from_toml_str(text: &str) -> Result<Self, TopologyError> {
-        let file: TopologyFile = toml::from_str(text).map_err(|e| TopologyError::Parse(e.to_string()))?;
+        let file: TopologyFile =
+            toml::from_str(text).map_err(|e| TopologyError::Parse(e.to_string()))?;
         Self::validate(file)
     }
 
@@ -160,11 +164,17 @@ impl Topology {
             return Err(invalid("cluster.replication_factor", "must be at least 1"));
         }
         if c.min_insync_replicas == 0 || c.min_insync_replicas > c.replication_factor {
-            return Err(invalid("cluster.min_insync_replicas", "must be between 1 and replication_factor"));
+            return Err(invalid(
+                "cluster.min_insync_replicas",
+                "must be between 1 and replication_factor",
+            ));
         }
         let s = c.single_broker;
         if s.replication_factor != 1 || s.min_insync_replicas != 1 {
-            return Err(invalid("cluster.single_broker", "a single broker can only hold replication_factor = 1, min_insync_replicas = 1"));
+            return Err(invalid(
+                "cluster.single_broker",
+                "a single broker can only hold replication_factor = 1, min_insync_replicas = 1",
+            ));
         }
         if file.consumer.group.trim().is_empty() {
             return Err(invalid("consumer.group", "must not be empty"));
@@ -174,10 +184,16 @@ impl Topology {
         for (i, t) in file.topics.iter().enumerate() {
             check_topic_name(&format!("topics[{i}].name"), &t.name)?;
             if t.partitions == 0 {
-                return Err(invalid(format!("topics[{i}].partitions"), "must be at least 1"));
+                return Err(invalid(
+                    format!("topics[{i}].partitions"),
+                    "must be at least 1",
+                ));
             }
             if !names.insert(t.name.clone()) {
-                return Err(invalid(format!("topics[{i}].name"), format!("topic {:?} is declared twice", t.name)));
+                return Err(invalid(
+                    format!("topics[{i}].name"),
+                    format!("topic {:?} is declared twice", t.name),
+                ));
             }
             topics.push(t.clone());
         }
@@ -186,7 +202,10 @@ impl Topology {
             if let Some(dl) = &t.dead_letter {
                 check_topic_name(&format!("topics[{i}].dead_letter"), dl)?;
                 if t.dead_letter_partitions == 0 {
-                    return Err(invalid(format!("topics[{i}].dead_letter_partitions"), "must be at least 1"));
+                    return Err(invalid(
+                        format!("topics[{i}].dead_letter_partitions"),
+                        "must be at least 1",
+                    ));
                 }
                 if names.contains(dl) {
                     continue;
@@ -207,7 +226,10 @@ impl Topology {
             if names.contains(topic) {
                 Ok(())
             } else {
-                Err(invalid(key, format!("topic {topic:?} is not declared in [[topics]]")))
+                Err(invalid(
+                    key,
+                    format!("topic {topic:?} is not declared in [[topics]]"),
+                ))
             }
         };
         known("routing.default_topic".into(), &file.routing.default_topic)?;
@@ -215,11 +237,17 @@ impl Topology {
         for (i, rule) in file.routing.rules.iter().enumerate() {
             known(format!("routing.rules[{i}].topic"), &rule.topic)?;
             if rule.codes.is_empty() {
-                return Err(invalid(format!("routing.rules[{i}].codes"), "must list at least one code"));
+                return Err(invalid(
+                    format!("routing.rules[{i}].codes"),
+                    "must list at least one code",
+                ));
             }
             for code in &rule.codes {
                 if by_code.insert(*code, rule.topic.clone()).is_some() {
-                    return Err(invalid(format!("routing.rules[{i}].codes"), format!("code {code} is routed by two rules")));
+                    return Err(invalid(
+                        format!("routing.rules[{i}].codes"),
+                        format!("code {code} is routed by two rules"),
+                    ));
                 }
             }
         }
@@ -228,15 +256,25 @@ impl Topology {
             return Err(invalid("keys.default_subkeys", "must be at least 1"));
         }
         for (code, k) in &file.keys.subkeys {
-            let parsed: u32 = code
-                .parse()
-                .map_err(|_| invalid(format!("keys.subkeys.{code}"), "key must be an event code (an integer)"))?;
+            let parsed: u32 = code.parse().map_err(|_| {
+                invalid(
+                    format!("keys.subkeys.{code}"),
+                    "key must be an event code (an integer)",
+                )
+            })?;
             if *k == 0 {
-                return Err(invalid(format!("keys.subkeys.{code}"), "must be at least 1"));
+                return Err(invalid(
+                    format!("keys.subkeys.{code}"),
+                    "must be at least 1",
+                ));
             }
             subkeys.insert(parsed, *k);
         }
-        let index: BTreeMap<String, usize> = topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let index: BTreeMap<String, usize> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         let router = TopicRouter {
             topics: topics.clone(),
             by_code: by_code.into_iter().map(|(c, t)| (c, index[&t])).collect(),
@@ -279,7 +317,9 @@ impl Topology {
     pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in self.source_topics() {
-            out.entry(self.group_for(t).to_string()).or_default().push(t.name.clone());
+            out.entry(self.group_for(t).to_string())
+                .or_default()
+                .push(t.name.clone());
         }
         out
     }
@@ -326,7 +366,9 @@ fn check_topic_name(key: &str, name: &str) -> Result<(), TopologyError> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -375,8 +417,20 @@ mod tests {
             let dl = t.dead_letter_for(src).unwrap();
             assert_eq!(t.topic(dl).unwrap().role, TopicRole::DeadLetter);
         }
-        assert_eq!(t.replication_for(3), ReplicationSettings { replication_factor: 3, min_insync_replicas: 2 });
-        assert_eq!(t.replication_for(1), ReplicationSettings { replication_factor: 1, min_insync_replicas: 1 });
+        assert_eq!(
+            t.replication_for(3),
+            ReplicationSettings {
+                replication_factor: 3,
+                min_insync_replicas: 2
+            }
+        );
+        assert_eq!(
+            t.replication_for(1),
+            ReplicationSettings {
+                replication_factor: 1,
+                min_insync_replicas: 1
+            }
+        );
     }
 
     #[test]
@@ -406,8 +460,14 @@ mod tests {
         let err = Topology::from_toml_str(&bad).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
 
-        let bad = CURRENT.replace("\n[keys]", "\n[[routing.rules]]\ncodes = [300]\ntopic = \"mt-c300\"\n\n[keys]");
+        let bad = CURRENT.replace(
+            "\n[keys]",
+            "\n[[routing.rules]]\ncodes = [300]\ntopic = \"mt-c300\"\n\n[keys]",
+        );
         let err = Topology::from_toml_str(&bad).unwrap_err().to_string();
-        assert!(err.contains("routing.rules[1].codes") && err.contains("300"), "{err}");
+        assert!(
+            err.contains("routing.rules[1].codes") && err.contains("300"),
+            "{err}"
+        );
     }
 }

@@ -71,7 +71,10 @@ impl Admin {
             .to_client_config()
             .create()
             .map_err(|e| crate::error::client_error(&e))?;
-        Ok(Admin { cluster: cluster.clone(), client })
+        Ok(Admin {
+            cluster: cluster.clone(),
+            client,
+        })
     }
 
     /// Number of brokers in the cluster.
@@ -93,7 +96,13 @@ impl Admin {
             .map_err(|e| KafkaError::Admin(format!("metadata: {e}")))?;
         let mut out = Vec::new();
         for name in names {
-            let Some(t) = md.topics().iter().find(|t| t.name() == name && t.error().is_none()) else { continue };
+            let Some(t) = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+            else {
+                continue;
+            };
             if t.partitions().is_empty() {
                 continue;
             }
@@ -110,7 +119,10 @@ impl Admin {
             });
         }
         if !self.cluster.is_embedded() && !out.is_empty() {
-            let specs: Vec<ResourceSpecifier<'_>> = out.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+            let specs: Vec<ResourceSpecifier<'_>> = out
+                .iter()
+                .map(|t| ResourceSpecifier::Topic(&t.name))
+                .collect();
             let results = self
                 .client
                 .describe_configs(&specs, &AdminOptions::new().request_timeout(Some(TIMEOUT)))
@@ -118,9 +130,14 @@ impl Admin {
                 .map_err(|e| KafkaError::Admin(format!("describe configs: {e}")))?;
             for (state, res) in out.iter_mut().zip(results) {
                 if let Ok(res) = res {
-                    state.min_insync_replicas =
-                        res.get("min.insync.replicas").and_then(|e| e.value.as_deref()).and_then(|v| v.parse().ok());
-                    state.retention_ms = res.get("retention.ms").and_then(|e| e.value.as_deref()).and_then(|v| v.parse().ok());
+                    state.min_insync_replicas = res
+                        .get("min.insync.replicas")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse().ok());
+                    state.retention_ms = res
+                        .get("retention.ms")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse().ok());
                 }
             }
         }
@@ -134,8 +151,11 @@ impl Admin {
         let names: Vec<String> = topology.topics().iter().map(|t| t.name.clone()).collect();
         let existing = self.describe(&names).await?;
         let mut report = ApplyReport::default();
-        let missing: Vec<&TopicSpec> =
-            topology.topics().iter().filter(|t| !existing.iter().any(|e| e.name == t.name)).collect();
+        let missing: Vec<&TopicSpec> = topology
+            .topics()
+            .iter()
+            .filter(|t| !existing.iter().any(|e| e.name == t.name))
+            .collect();
         if !missing.is_empty() {
             if let Some(embedded) = self.cluster.embedded_cluster() {
                 for t in &missing {
@@ -143,15 +163,20 @@ impl Admin {
                 }
             } else {
                 let min_isr = repl.min_insync_replicas.to_string();
-                let retention: Vec<String> = missing.iter().map(|t| t.retention_ms.to_string()).collect();
+                let retention: Vec<String> =
+                    missing.iter().map(|t| t.retention_ms.to_string()).collect();
                 let new: Vec<NewTopic<'_>> = missing
                     .iter()
                     .zip(&retention)
                     .map(|(t, r)| {
-                        NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(i32::from(repl.replication_factor)))
-                            .set("min.insync.replicas", &min_isr)
-                            .set("retention.ms", r)
-                            .set("unclean.leader.election.enable", "false")
+                        NewTopic::new(
+                            &t.name,
+                            t.partitions as i32,
+                            TopicReplication::Fixed(i32::from(repl.replication_factor)),
+                        )
+                        .set("min.insync.replicas", &min_isr)
+                        .set("retention.ms", r)
+                        .set("unclean.leader.election.enable", "false")
                     })
                     .collect();
                 let results = self
@@ -162,7 +187,9 @@ impl Admin {
                 for r in results {
                     match r {
                         Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((name, code)) => return Err(KafkaError::Admin(format!("create {name}: {code}"))),
+                        Err((name, code)) => {
+                            return Err(KafkaError::Admin(format!("create {name}: {code}")))
+                        }
                     }
                 }
             }
@@ -170,20 +197,39 @@ impl Admin {
             self.wait_for(&report.created).await?;
         }
         for state in &existing {
-            let Some(spec) = topology.topic(&state.name) else { continue };
+            let Some(spec) = topology.topic(&state.name) else {
+                continue;
+            };
             let before = report.drift.len();
             let mut drift = |setting: &str, wanted: String, actual: String| {
-                report.drift.push(Drift { topic: state.name.clone(), setting: setting.into(), wanted, actual })
+                report.drift.push(Drift {
+                    topic: state.name.clone(),
+                    setting: setting.into(),
+                    wanted,
+                    actual,
+                })
             };
             if state.partitions != spec.partitions {
-                drift("partitions", spec.partitions.to_string(), state.partitions.to_string());
+                drift(
+                    "partitions",
+                    spec.partitions.to_string(),
+                    state.partitions.to_string(),
+                );
             }
             if state.replication_factor != usize::from(repl.replication_factor) {
-                drift("replication_factor", repl.replication_factor.to_string(), state.replication_factor.to_string());
+                drift(
+                    "replication_factor",
+                    repl.replication_factor.to_string(),
+                    state.replication_factor.to_string(),
+                );
             }
             if let Some(m) = state.min_insync_replicas {
                 if m != repl.min_insync_replicas {
-                    drift("min.insync.replicas", repl.min_insync_replicas.to_string(), m.to_string());
+                    drift(
+                        "min.insync.replicas",
+                        repl.min_insync_replicas.to_string(),
+                        m.to_string(),
+                    );
                 }
             }
             if let Some(r) = state.retention_ms {
@@ -207,13 +253,17 @@ impl Admin {
         loop {
             let states = self.describe(names).await?;
             let ready = names.iter().all(|n| {
-                states.iter().any(|s| &s.name == n && s.partitions > 0 && s.leaders.iter().all(|l| *l >= 0))
+                states
+                    .iter()
+                    .any(|s| &s.name == n && s.partitions > 0 && s.leaders.iter().all(|l| *l >= 0))
             });
             if ready {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(KafkaError::Timeout(format!("topics {names:?} did not get leaders")));
+                return Err(KafkaError::Timeout(format!(
+                    "topics {names:?} did not get leaders"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

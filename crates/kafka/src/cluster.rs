@@ -24,7 +24,10 @@ impl ClusterHandle {
 
     /// A real cluster reached with `connection`.
     pub fn external(connection: ConnectionSettings) -> Self {
-        ClusterHandle { connection, embedded: None }
+        ClusterHandle {
+            connection,
+            embedded: None,
+        }
     }
 
     /// Connection settings for clients.

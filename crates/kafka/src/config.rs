@@ -160,7 +160,9 @@ impl std::str::FromStr for Compression {
             "lz4" => Ok(Compression::Lz4),
             "gzip" => Ok(Compression::Gzip),
             "snappy" => Ok(Compression::Snappy),
-            o => Err(format!("unknown compression {o:?}; expected none, lz4, gzip or snappy")),
+            o => Err(format!(
+                "unknown compression {o:?}; expected none, lz4, gzip or snappy"
+            )),
         }
     }
 }
@@ -216,13 +218,25 @@ impl ProducerSettings {
         c.set("acks", "all");
         c.set("enable.idempotence", "true");
         c.set("partitioner", self.partitioner.librdkafka_name());
-        c.set("delivery.timeout.ms", self.delivery_timeout.as_millis().to_string());
+        c.set(
+            "delivery.timeout.ms",
+            self.delivery_timeout.as_millis().to_string(),
+        );
         c.set("linger.ms", self.linger.as_millis().to_string());
         c.set("batch.size", self.batch_bytes.to_string());
         c.set("compression.type", self.compression.as_str());
-        c.set("queue.buffering.max.messages", self.queue_max_messages.to_string());
-        c.set("queue.buffering.max.kbytes", self.queue_max_kbytes.to_string());
-        c.set("statistics.interval.ms", self.statistics_interval.as_millis().to_string());
+        c.set(
+            "queue.buffering.max.messages",
+            self.queue_max_messages.to_string(),
+        );
+        c.set(
+            "queue.buffering.max.kbytes",
+            self.queue_max_kbytes.to_string(),
+        );
+        c.set(
+            "statistics.interval.ms",
+            self.statistics_interval.as_millis().to_string(),
+        );
         c.set("log_level", "3");
         c
     }
@@ -315,11 +329,23 @@ impl ConsumerSettings {
         // dispatched or dead-lettered; the auto-committer then commits only stored offsets.
         c.set("enable.auto.offset.store", "false");
         c.set("enable.auto.commit", "true");
-        c.set("auto.commit.interval.ms", self.commit_interval.as_millis().to_string());
-        c.set("session.timeout.ms", self.session_timeout.as_millis().to_string());
-        c.set("max.poll.interval.ms", self.max_poll_interval.as_millis().to_string());
+        c.set(
+            "auto.commit.interval.ms",
+            self.commit_interval.as_millis().to_string(),
+        );
+        c.set(
+            "session.timeout.ms",
+            self.session_timeout.as_millis().to_string(),
+        );
+        c.set(
+            "max.poll.interval.ms",
+            self.max_poll_interval.as_millis().to_string(),
+        );
         c.set("enable.partition.eof", "false");
-        c.set("fetch.wait.max.ms", self.fetch_wait_max.as_millis().to_string());
+        c.set(
+            "fetch.wait.max.ms",
+            self.fetch_wait_max.as_millis().to_string(),
+        );
         c.set("log_level", "3");
         c
     }
@@ -339,10 +365,14 @@ mod tests {
 
     #[test]
     fn consumer_stores_offsets_by_hand() {
-        let c = ConsumerSettings::new(ConnectionSettings::plaintext("b:9092"), "g").to_client_config();
+        let c =
+            ConsumerSettings::new(ConnectionSettings::plaintext("b:9092"), "g").to_client_config();
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
-        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use crate::config::ConsumerSettings;
 use crate::error::KafkaError;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +36,10 @@ pub struct ConsumedRecord {
 impl ConsumedRecord {
     /// First header named `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -59,7 +64,9 @@ impl ClientContext for GroupCtx {}
 impl ConsumerContext for GroupCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.stats.revoked.fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            self.stats
+                .revoked
+                .fetch_add(tpl.count() as u64, Ordering::Relaxed);
             // Work finished on revoked partitions is committed before they move, so the next
             // owner re-delivers as little as possible. Nothing unfinished was stored.
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -70,14 +77,25 @@ impl ConsumerContext for GroupCtx {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.stats.assigned.fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            self.stats
+                .assigned
+                .fetch_add(tpl.count() as u64, Ordering::Relaxed);
             tracing::debug!(partitions = tpl.count(), "assigned");
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
         if let Err(e) = result {
-            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if !matches!(
+                e,
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset
+                )
+            ) {
                 self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "offset commit failed");
             }
@@ -97,15 +115,23 @@ impl GroupConsumer {
         let stats = Arc::new(GroupStats::default());
         let inner: StreamConsumer<GroupCtx> = settings
             .to_client_config()
-            .create_with_context(GroupCtx { stats: stats.clone() })
+            .create_with_context(GroupCtx {
+                stats: stats.clone(),
+            })
             .map_err(|e| crate::error::client_error(&e))?;
-        inner.subscribe(topics).map_err(|e| KafkaError::Consume(e.to_string()))?;
+        inner
+            .subscribe(topics)
+            .map_err(|e| KafkaError::Consume(e.to_string()))?;
         Ok(GroupConsumer { inner, stats })
     }
 
     /// Next record. Polling also serves rebalances and keeps the member in the group.
     pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
-        let m = self.inner.recv().await.map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let m = self
+            .inner
+            .recv()
+            .await
+            .map_err(|e| KafkaError::Consume(e.to_string()))?;
         Ok(to_record(&m))
     }
 
@@ -118,40 +144,59 @@ impl GroupConsumer {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1))
             .map_err(|e| KafkaError::Consume(e.to_string()))?;
-        self.inner.store_offsets(&tpl).map_err(|e| KafkaError::Consume(format!("store offset: {e}")))
+        self.inner
+            .store_offsets(&tpl)
+            .map_err(|e| KafkaError::Consume(format!("store offset: {e}")))
     }
 
     /// Commits stored offsets now and waits for the broker.
     pub fn commit_stored(&self) -> Result<(), KafkaError> {
         match self.inner.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
             Err(e) => Err(KafkaError::Consume(format!("commit: {e}"))),
         }
     }
 
     /// Pauses fetching from partitions (polling continues, so the member stays in the group).
     pub fn pause(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
-        self.inner.pause(&tpl(partitions)).map_err(|e| KafkaError::Consume(format!("pause: {e}")))
+        self.inner
+            .pause(&tpl(partitions))
+            .map_err(|e| KafkaError::Consume(format!("pause: {e}")))
     }
 
     /// Resumes fetching from paused partitions.
     pub fn resume(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
-        self.inner.resume(&tpl(partitions)).map_err(|e| KafkaError::Consume(format!("resume: {e}")))
+        self.inner
+            .resume(&tpl(partitions))
+            .map_err(|e| KafkaError::Consume(format!("resume: {e}")))
     }
 
     /// Currently assigned partitions.
     pub fn assignment(&self) -> Vec<(String, i32)> {
         self.inner
             .assignment()
-            .map(|t| t.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+            .map(|t| {
+                t.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Lag per assigned partition: high watermark minus committed offset (blocking network call).
     pub fn lag(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>, KafkaError> {
-        let assigned = self.inner.assignment().map_err(|e| KafkaError::Consume(e.to_string()))?;
-        let committed = self.inner.committed_offsets(assigned, timeout).map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let assigned = self
+            .inner
+            .assignment()
+            .map_err(|e| KafkaError::Consume(e.to_string()))?;
+        let committed = self
+            .inner
+            .committed_offsets(assigned, timeout)
+            .map_err(|e| KafkaError::Consume(e.to_string()))?;
         let mut out = Vec::new();
         for e in committed.elements() {
             let (low, high) = self
@@ -182,7 +227,9 @@ impl GroupConsumer {
         for attempt in 0..5 {
             match self.commit_stored() {
                 Ok(()) => break,
-                Err(e) if attempt == 4 => tracing::warn!(error = %e, "final commit failed; uncommitted records will be re-delivered"),
+                Err(e) if attempt == 4 => {
+                    tracing::warn!(error = %e, "final commit failed; uncommitted records will be re-delivered")
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
@@ -214,7 +261,11 @@ pub fn read_topic_to_end(
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
-    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     let mut ends = std::collections::BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
@@ -223,20 +274,25 @@ pub fn read_topic_to_end(
             .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
         if high > low {
             ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| KafkaError::Consume(e.to_string()))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(|e| KafkaError::Consume(e.to_string()))?;
         }
     }
     let mut out = Vec::new();
     if ends.is_empty() {
         return Ok(out);
     }
-    consumer.assign(&tpl).map_err(|e| KafkaError::Consume(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| KafkaError::Consume(e.to_string()))?;
     let deadline = std::time::Instant::now() + timeout;
     while !ends.is_empty() {
         if std::time::Instant::now() > deadline {
             return Err(KafkaError::Timeout(format!("reading {topic} to its end")));
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let m = m.map_err(|e| KafkaError::Consume(e.to_string()))?;
         let (p, o) = (m.partition(), m.offset());
         out.push(to_record(&m));
@@ -250,7 +306,16 @@ pub fn read_topic_to_end(
 fn to_record<M: Message>(m: &M) -> ConsumedRecord {
     let headers = m
         .headers()
-        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     ConsumedRecord {
         topic: m.topic().to_string(),
@@ -295,7 +360,11 @@ pub fn group_lag(
         let md = consumer
             .fetch_metadata(Some(topic), timeout)
             .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
-        for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+        for p in md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        {
             let (low, high) = consumer
                 .fetch_watermarks(topic, p, timeout)
                 .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
@@ -303,15 +372,25 @@ pub fn group_lag(
             watermarks.push((topic.clone(), p, low, high));
         }
     }
-    let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| KafkaError::Consume(format!("committed offsets: {e}")))?;
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| KafkaError::Consume(format!("committed offsets: {e}")))?;
     Ok(watermarks
         .into_iter()
         .map(|(topic, partition, low, high)| {
-            let c = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-            PartitionLag { lag: (high - c.unwrap_or(low)).max(0), topic, partition, committed: c, high_watermark: high }
+            let c = committed
+                .find_partition(&topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            PartitionLag {
+                lag: (high - c.unwrap_or(low)).max(0),
+                topic,
+                partition,
+                committed: c,
+                high_watermark: high,
+            }
         })
         .collect())
 }

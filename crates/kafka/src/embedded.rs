@@ -10,7 +10,12 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 enum Command {
-    CreateTopic { name: String, partitions: i32, replication: i32, reply: mpsc::Sender<Result<(), KafkaError>> },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication: i32,
+        reply: mpsc::Sender<Result<(), KafkaError>>,
+    },
     Stop,
 }
 
@@ -25,7 +30,10 @@ pub struct EmbeddedCluster {
 
 impl std::fmt::Debug for EmbeddedCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedCluster").field("bootstrap", &self.bootstrap).field("brokers", &self.brokers).finish()
+        f.debug_struct("EmbeddedCluster")
+            .field("bootstrap", &self.bootstrap)
+            .field("brokers", &self.brokers)
+            .finish()
     }
 }
 
@@ -34,7 +42,8 @@ impl EmbeddedCluster {
     pub fn start(brokers: usize) -> Result<Self, KafkaError> {
         let (tx, rx) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, KafkaError>>();
-        let n = i32::try_from(brokers).map_err(|_| KafkaError::Embedded("too many brokers".into()))?;
+        let n =
+            i32::try_from(brokers).map_err(|_| KafkaError::Embedded("too many brokers".into()))?;
         let thread = std::thread::Builder::new()
             .name("fs-embedded-kafka".into())
             .spawn(move || {
@@ -48,7 +57,12 @@ impl EmbeddedCluster {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
-                        Command::CreateTopic { name, partitions, replication, reply } => {
+                        Command::CreateTopic {
+                            name,
+                            partitions,
+                            replication,
+                            reply,
+                        } => {
                             let r = cluster
                                 .create_topic(&name, partitions, replication)
                                 .map_err(|e| KafkaError::Admin(format!("create {name}: {e}")));
@@ -62,7 +76,12 @@ impl EmbeddedCluster {
         let bootstrap = ready_rx
             .recv()
             .map_err(|_| KafkaError::Embedded("mock cluster thread exited".into()))??;
-        Ok(EmbeddedCluster { bootstrap, brokers, commands: tx, thread: Some(thread) })
+        Ok(EmbeddedCluster {
+            bootstrap,
+            brokers,
+            commands: tx,
+            thread: Some(thread),
+        })
     }
 
     /// Bootstrap servers of the mock brokers (loopback).
@@ -76,7 +95,12 @@ impl EmbeddedCluster {
     }
 
     /// Creates a topic (the mock has no CreateTopics API; this is its back door).
-    pub fn create_topic(&self, name: &str, partitions: u32, replication: u16) -> Result<(), KafkaError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication: u16,
+    ) -> Result<(), KafkaError> {
         let (reply, rx) = mpsc::channel();
         self.commands
             .send(Command::CreateTopic {
@@ -86,7 +110,8 @@ impl EmbeddedCluster {
                 reply,
             })
             .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
-        rx.recv().map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?
+        rx.recv()
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?
     }
 }
 

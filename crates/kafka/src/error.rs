@@ -31,7 +31,10 @@ pub enum KafkaError {
 impl KafkaError {
     /// Whether retrying the same call may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, KafkaError::QueueFull | KafkaError::Timeout(_) | KafkaError::Produce(_))
+        matches!(
+            self,
+            KafkaError::QueueFull | KafkaError::Timeout(_) | KafkaError::Produce(_)
+        )
     }
 }
 
@@ -57,8 +60,11 @@ pub(crate) fn delivery_error_class(e: &RdError) -> &'static str {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => "unknown_topic",
-        Some(RDKafkaErrorCode::NotEnoughReplicas) | Some(RDKafkaErrorCode::NotEnoughReplicasAfterAppend) => "not_enough_replicas",
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+            "unknown_topic"
+        }
+        Some(RDKafkaErrorCode::NotEnoughReplicas)
+        | Some(RDKafkaErrorCode::NotEnoughReplicasAfterAppend) => "not_enough_replicas",
         Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "authorization",
         Some(RDKafkaErrorCode::Fatal) => "fatal",
         _ => "other",

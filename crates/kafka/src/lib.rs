@@ -27,7 +27,11 @@ mod producer;
 pub use admin::{Admin, ApplyReport, Drift, TopicState};
 pub use cluster::ClusterHandle;
 pub use config::{ConnectionSettings, ConsumerSettings, ProducerSettings, Secret};
-pub use consumer::{group_lag, read_topic_to_end, ConsumedRecord, GroupConsumer, GroupStats, PartitionLag};
+pub use consumer::{
+    group_lag, read_topic_to_end, ConsumedRecord, GroupConsumer, GroupStats, PartitionLag,
+};
 pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;
-pub use producer::{ClientStats, DeliveryFailure, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord};
+pub use producer::{
+    ClientStats, DeliveryFailure, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord,
+};

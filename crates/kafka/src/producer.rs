@@ -7,7 +7,9 @@ use crate::config::ProducerSettings;
 use crate::error::{delivery_error_class, produce_error, KafkaError};
 use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,7 +62,9 @@ pub struct Ctx<H> {
 
 impl<H: DeliveryHandler> ClientContext for Ctx<H> {
     fn stats(&self, statistics: Statistics) {
-        self.stats.queue_messages.store(statistics.msg_cnt, Ordering::Relaxed);
+        self.stats
+            .queue_messages
+            .store(statistics.msg_cnt, Ordering::Relaxed);
         let retries: u64 = statistics.brokers.values().map(|b| b.txretries).sum();
         self.stats.tx_retries.store(retries, Ordering::Relaxed);
     }
@@ -71,12 +75,20 @@ impl<H: DeliveryHandler> ProducerContext for Ctx<H> {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
         let report = match result {
-            Ok(m) => DeliveryReport { topic: m.topic(), partition: m.partition(), offset: m.offset(), result: Ok(()) },
+            Ok(m) => DeliveryReport {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                result: Ok(()),
+            },
             Err((e, m)) => DeliveryReport {
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: -1,
-                result: Err(DeliveryFailure { class: delivery_error_class(e), message: e.to_string() }),
+                result: Err(DeliveryFailure {
+                    class: delivery_error_class(e),
+                    message: e.to_string(),
+                }),
             },
         };
         self.handler.delivered(*token, report);
@@ -108,24 +120,38 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         let stats = Arc::new(ClientStats::default());
         let inner = settings
             .to_client_config()
-            .create_with_context(Ctx { handler, stats: stats.clone() })
+            .create_with_context(Ctx {
+                handler,
+                stats: stats.clone(),
+            })
             .map_err(|e| crate::error::client_error(&e))?;
         Ok(KafkaProducer { inner, stats })
     }
 
     /// Enqueues a record. On `Err((KafkaError::QueueFull, token))` the queue is full: wait for
     /// deliveries (see [`KafkaProducer::in_flight`]) and send again; never drop.
-    pub fn send(&self, record: OutRecord<'_>, token: H::Token) -> Result<(), (KafkaError, H::Token)> {
+    pub fn send(
+        &self,
+        record: OutRecord<'_>,
+        token: H::Token,
+    ) -> Result<(), (KafkaError, H::Token)> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (k, v) in record.headers {
-            headers = headers.insert(Header { key: k, value: Some(*v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
         }
         let mut r: BaseRecord<'_, [u8], [u8], Box<H::Token>> =
-            BaseRecord::with_opaque_to(record.topic, Box::new(token)).payload(record.payload).headers(headers);
+            BaseRecord::with_opaque_to(record.topic, Box::new(token))
+                .payload(record.payload)
+                .headers(headers);
         if let Some(k) = record.key {
             r = r.key(k);
         }
-        self.inner.send(r).map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
+        self.inner
+            .send(r)
+            .map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
     }
 
     /// Records handed to librdkafka and not yet reported.
@@ -135,7 +161,9 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
 
     /// Waits for every queued record to be reported.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.flush(timeout).map_err(|e| KafkaError::Timeout(format!("flush: {e}")))
+        self.inner
+            .flush(timeout)
+            .map_err(|e| KafkaError::Timeout(format!("flush: {e}")))
     }
 
     /// Client statistics.

@@ -1,8 +1,10 @@
 //! Integration tests of the Kafka layer: on the embedded cluster by default, on a real broker
 //! when FLEETSTREAM_TEST_BOOTSTRAP is set.
 
-use fleetstream_core::{murmur2_partition, crc32_partition, Partitioner, Topology};
-use fleetstream_kafka::{Admin, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord, ProducerSettings};
+use fleetstream_core::{crc32_partition, murmur2_partition, Partitioner, Topology};
+use fleetstream_kafka::{
+    Admin, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord, ProducerSettings,
+};
 use fleetstream_testkit::{cluster, unique, unique_topology, wait_until};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,18 +25,34 @@ async fn apply_creates_the_topology_then_finds_it_in_place() {
 
     let second = admin.apply(&topology).await.unwrap();
     assert!(second.created.is_empty(), "{second:?}");
-    assert_eq!(second.unchanged.len(), topology.topics().len(), "{second:?}");
+    assert_eq!(
+        second.unchanged.len(),
+        topology.topics().len(),
+        "{second:?}"
+    );
 
     let names: Vec<String> = topology.topics().iter().map(|t| t.name.clone()).collect();
     let states = admin.describe(&names).await.unwrap();
-    let hp = states.iter().find(|s| s.name == format!("{prefix}-high_priority_events")).unwrap();
+    let hp = states
+        .iter()
+        .find(|s| s.name == format!("{prefix}-high_priority_events"))
+        .unwrap();
     assert_eq!(hp.partitions, 4);
-    let c400 = states.iter().find(|s| s.name == format!("{prefix}-mt-c400")).unwrap();
+    let c400 = states
+        .iter()
+        .find(|s| s.name == format!("{prefix}-mt-c400"))
+        .unwrap();
     assert_eq!(c400.partitions, 12);
     let brokers = admin.broker_count().unwrap();
-    assert_eq!(c400.replication_factor, usize::from(topology.replication_for(brokers).replication_factor));
+    assert_eq!(
+        c400.replication_factor,
+        usize::from(topology.replication_for(brokers).replication_factor)
+    );
     if !cluster.is_embedded() {
-        assert_eq!(c400.min_insync_replicas, Some(topology.replication_for(brokers).min_insync_replicas));
+        assert_eq!(
+            c400.min_insync_replicas,
+            Some(topology.replication_for(brokers).min_insync_replicas)
+        );
     }
 }
 
@@ -42,18 +60,29 @@ async fn apply_creates_the_topology_then_finds_it_in_place() {
 async fn apply_reports_partition_drift_and_changes_nothing() {
     let cluster = cluster();
     let (_, text) = unique_topology(DOMAIN);
-    let small = Topology::from_toml_str(&text.replace("partitions = 12", "partitions = 2")).unwrap();
+    let small =
+        Topology::from_toml_str(&text.replace("partitions = 12", "partitions = 2")).unwrap();
     let wanted = Topology::from_toml_str(&text).unwrap();
     let admin = Admin::new(&cluster).unwrap();
     admin.apply(&small).await.unwrap();
 
     let report = admin.apply(&wanted).await.unwrap();
-    let drift: Vec<_> = report.drift.iter().filter(|d| d.setting == "partitions").collect();
+    let drift: Vec<_> = report
+        .drift
+        .iter()
+        .filter(|d| d.setting == "partitions")
+        .collect();
     assert_eq!(drift.len(), 1, "{report:?}");
-    assert_eq!((drift[0].wanted.as_str(), drift[0].actual.as_str()), ("12", "2"));
+    assert_eq!(
+        (drift[0].wanted.as_str(), drift[0].actual.as_str()),
+        ("12", "2")
+    );
     let name = drift[0].topic.clone();
     let after = admin.describe(&[name]).await.unwrap();
-    assert_eq!(after[0].partitions, 2, "apply must not alter an existing topic");
+    assert_eq!(
+        after[0].partitions, 2,
+        "apply must not alter an existing topic"
+    );
 }
 
 #[derive(Default)]
@@ -62,7 +91,10 @@ struct Placements(Mutex<Vec<(Vec<u8>, i32, bool)>>);
 impl DeliveryHandler for Placements {
     type Token = Vec<u8>;
     fn delivered(&self, key: Vec<u8>, report: DeliveryReport<'_>) {
-        self.0.lock().unwrap().push((key, report.partition, report.result.is_ok()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((key, report.partition, report.result.is_ok()));
     }
 }
 
@@ -88,29 +120,53 @@ default_topic = "{topic}"
 "#
     ))
     .unwrap();
-    Admin::new(&cluster).unwrap().apply(&topology).await.unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
 
     for partitioner in [Partitioner::Murmur2Random, Partitioner::ConsistentRandom] {
         let handler = Arc::new(Placements::default());
         let mut settings = ProducerSettings::new(cluster.connection().clone());
         settings.partitioner = partitioner;
         let producer = KafkaProducer::new(&settings, handler.clone()).unwrap();
-        let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("{}-{}", 300 + i % 4, i % 12).into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..200)
+            .map(|i| format!("{}-{}", 300 + i % 4, i % 12).into_bytes())
+            .collect();
         for k in &keys {
             producer
-                .send(OutRecord { topic: &topic, key: Some(k), payload: b"{}", headers: &[] }, k.clone())
+                .send(
+                    OutRecord {
+                        topic: &topic,
+                        key: Some(k),
+                        payload: b"{}",
+                        headers: &[],
+                    },
+                    k.clone(),
+                )
                 .map_err(|(e, _)| e)
                 .unwrap();
         }
         producer.flush(Duration::from_secs(30)).unwrap();
-        assert!(wait_until(Duration::from_secs(10), || handler.0.lock().unwrap().len() == keys.len()));
+        assert!(wait_until(Duration::from_secs(10), || handler
+            .0
+            .lock()
+            .unwrap()
+            .len()
+            == keys.len()));
         for (key, partition, ok) in handler.0.lock().unwrap().iter() {
             assert!(ok, "delivery failed for {key:?}");
             let expected = match partitioner {
                 Partitioner::Murmur2Random => murmur2_partition(key, 12),
                 Partitioner::ConsistentRandom => crc32_partition(key, 12),
             };
-            assert_eq!(*partition as u32, expected, "{partitioner:?} key {:?}", String::from_utf8_lossy(key));
+            assert_eq!(
+                *partition as u32,
+                expected,
+                "{partitioner:?} key {:?}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 }

@@ -33,7 +33,8 @@ impl LatencyHistogram {
     /// An empty histogram.
     pub fn new() -> Self {
         // Bounds are constants that are valid for hdrhistogram; this cannot fail.
-        let inner = Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds are valid");
+        let inner = Histogram::new_with_bounds(1, MAX_MICROS, 3)
+            .expect("static histogram bounds are valid");
         LatencyHistogram { inner }
     }
 
@@ -102,8 +103,14 @@ pub fn init_logging(json: bool) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]
@@ -124,6 +131,9 @@ mod tests {
         let mut other = LatencyHistogram::new();
         other.record(Duration::from_secs(5));
         h.merge(&other);
-        assert!((h.summary().max - 5000.0).abs() < 5.0, "3 significant digits");
+        assert!(
+            (h.summary().max - 5000.0).abs() < 5.0,
+            "3 significant digits"
+        );
     }
 }

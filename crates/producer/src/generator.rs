@@ -45,7 +45,10 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
             codes: (300..320).collect(),
-            weights: CodeWeights::Pareto { hot_fraction: 0.2, hot_share: 0.8 },
+            weights: CodeWeights::Pareto {
+                hot_fraction: 0.2,
+                hot_share: 0.8,
+            },
             trucks: 5_000,
             seed: 42,
         }
@@ -89,20 +92,38 @@ impl GeneratorConfig {
     /// Normalised weights per code, after validation.
     pub fn resolved_weights(&self) -> Result<Vec<f64>, GeneratorError> {
         if self.codes.is_empty() {
-            return Err(GeneratorError { key: "codes", reason: "must list at least one code".into() });
+            return Err(GeneratorError {
+                key: "codes",
+                reason: "must list at least one code".into(),
+            });
         }
         if self.trucks == 0 {
-            return Err(GeneratorError { key: "trucks", reason: "must be at least 1".into() });
+            return Err(GeneratorError {
+                key: "trucks",
+                reason: "must be at least 1".into(),
+            });
         }
         let raw = match &self.weights {
-            CodeWeights::Zipf { exponent } if exponent.is_finite() && *exponent >= 0.0 => zipf_weights(self.codes.len(), *exponent),
-            CodeWeights::Zipf { .. } => {
-                return Err(GeneratorError { key: "weights.zipf.exponent", reason: "must be a finite number >= 0".into() })
+            CodeWeights::Zipf { exponent } if exponent.is_finite() && *exponent >= 0.0 => {
+                zipf_weights(self.codes.len(), *exponent)
             }
-            CodeWeights::Pareto { hot_fraction, hot_share }
-                if (0.0..=1.0).contains(hot_fraction) && (0.0..1.0).contains(hot_share) && *hot_share > 0.0 =>
+            CodeWeights::Zipf { .. } => {
+                return Err(GeneratorError {
+                    key: "weights.zipf.exponent",
+                    reason: "must be a finite number >= 0".into(),
+                })
+            }
+            CodeWeights::Pareto {
+                hot_fraction,
+                hot_share,
+            } if (0.0..=1.0).contains(hot_fraction)
+                && (0.0..1.0).contains(hot_share)
+                && *hot_share > 0.0 =>
             {
-                zipf_weights(self.codes.len(), fit_zipf_exponent(self.codes.len(), *hot_fraction, *hot_share))
+                zipf_weights(
+                    self.codes.len(),
+                    fit_zipf_exponent(self.codes.len(), *hot_fraction, *hot_share),
+                )
             }
             CodeWeights::Pareto { .. } => {
                 return Err(GeneratorError {
@@ -118,7 +139,10 @@ impl GeneratorConfig {
                     });
                 }
                 if w.iter().any(|x| !x.is_finite() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0 {
-                    return Err(GeneratorError { key: "weights.explicit", reason: "weights must be >= 0 with a positive sum".into() });
+                    return Err(GeneratorError {
+                        key: "weights.explicit",
+                        reason: "weights must be >= 0 with a positive sum".into(),
+                    });
                 }
                 w.clone()
             }
@@ -161,7 +185,10 @@ impl Generator {
     /// Draws a code.
     pub fn next_code(&mut self) -> Code {
         let x: f64 = self.rng.gen();
-        let i = self.cumulative.partition_point(|c| *c < x).min(self.codes.len() - 1);
+        let i = self
+            .cumulative
+            .partition_point(|c| *c < x)
+            .min(self.codes.len() - 1);
         Code(self.codes[i])
     }
 
@@ -218,14 +245,19 @@ mod tests {
             total += buf.len();
         }
         let avg = total / 1000;
-        assert!((180..=240).contains(&avg), "average event size {avg} B, want ~200");
+        assert!(
+            (180..=240).contains(&avg),
+            "average event size {avg} B, want ~200"
+        );
     }
 
     #[test]
     fn default_distribution_is_80_20() {
         let mut g = Generator::new(&GeneratorConfig::default()).unwrap();
         let n = 200_000;
-        let hot = (0..n).filter(|_| (300..304).contains(&g.next_code().0)).count();
+        let hot = (0..n)
+            .filter(|_| (300..304).contains(&g.next_code().0))
+            .count();
         let share = hot as f64 / n as f64;
         assert!((share - 0.8).abs() < 0.01, "hot share {share}");
     }
@@ -244,10 +276,15 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_key() {
-        let mut c = GeneratorConfig::default();
-        c.weights = CodeWeights::Explicit(vec![1.0]);
+        let c = GeneratorConfig {
+            weights: CodeWeights::Explicit(vec![1.0]),
+            ..GeneratorConfig::default()
+        };
         assert_eq!(c.resolved_weights().unwrap_err().key, "weights.explicit");
-        let c = GeneratorConfig { trucks: 0, ..GeneratorConfig::default() };
+        let c = GeneratorConfig {
+            trucks: 0,
+            ..GeneratorConfig::default()
+        };
         assert_eq!(c.resolved_weights().unwrap_err().key, "trucks");
     }
 }

@@ -59,7 +59,10 @@ pub struct ProducerMetrics {
 
 impl std::fmt::Debug for ProducerMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProducerMetrics").field("sent", &self.sent).field("acked", &self.acked).finish()
+        f.debug_struct("ProducerMetrics")
+            .field("sent", &self.sent)
+            .field("acked", &self.acked)
+            .finish()
     }
 }
 
@@ -75,23 +78,35 @@ pub struct AckLatency {
 impl ProducerMetrics {
     /// Metrics that also tell `observer` of every ack.
     pub fn with_observer(observer: Option<Arc<dyn AckObserver>>) -> Self {
-        ProducerMetrics { observer, ..Default::default() }
+        ProducerMetrics {
+            observer,
+            ..Default::default()
+        }
     }
 
     /// Ack latency so far.
     pub fn latency(&self) -> AckLatency {
         let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
-        AckLatency { from_send: h.from_send.summary(), from_intended: h.from_intended.summary() }
+        AckLatency {
+            from_send: h.from_send.summary(),
+            from_intended: h.from_intended.summary(),
+        }
     }
 
     /// Failures by class.
     pub fn failures(&self) -> BTreeMap<&'static str, u64> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Acked messages per topic and partition.
     pub fn per_partition(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
-        self.per_partition.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.per_partition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -106,14 +121,17 @@ impl DeliveryHandler for ProducerMetrics {
                 {
                     let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
                     h.from_send.record(now - meta.sent);
-                    h.from_intended.record(now.saturating_duration_since(meta.intended));
+                    h.from_intended
+                        .record(now.saturating_duration_since(meta.intended));
                 }
                 {
                     let mut pp = self.per_partition.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(t) = pp.get_mut(report.topic) {
                         *t.entry(report.partition).or_default() += 1;
                     } else {
-                        pp.entry(report.topic.to_string()).or_default().insert(report.partition, 1);
+                        pp.entry(report.topic.to_string())
+                            .or_default()
+                            .insert(report.partition, 1);
                     }
                 }
                 if let Some(o) = &self.observer {
@@ -122,7 +140,12 @@ impl DeliveryHandler for ProducerMetrics {
             }
             Err(failure) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                *self.failures.lock().unwrap_or_else(|p| p.into_inner()).entry(failure.class).or_default() += 1;
+                *self
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(failure.class)
+                    .or_default() += 1;
                 tracing::warn!(seq = meta.seq, topic = report.topic, class = failure.class, error = %failure.message, "delivery failed");
             }
         }

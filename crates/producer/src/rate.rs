@@ -37,7 +37,11 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer starting now.
     pub fn new(rate: SharedRate, burst: u32, start: Instant) -> Self {
-        Pacer { rate, burst: burst.max(1), next: start }
+        Pacer {
+            rate,
+            burst: burst.max(1),
+            next: start,
+        }
     }
 
     /// Takes one token at `now`: returns the intended send time. If it lies in the future the
@@ -82,7 +86,10 @@ mod tests {
         let mut p = Pacer::new(SharedRate::new(1000.0), 10, t0);
         let later = t0 + Duration::from_secs(1);
         // Idle for a second: only 10 sends may go immediately (intended <= later).
-        let immediate = (0..100).map(|_| p.take(later)).filter(|t| *t <= later).count();
+        let immediate = (0..100)
+            .map(|_| p.take(later))
+            .filter(|t| *t <= later)
+            .count();
         assert_eq!(immediate, 10);
     }
 

@@ -85,18 +85,30 @@ pub struct ProducerReport {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Runs the producer on the calling thread until the duration or count is reached or `stop`
 /// is set, then waits for every outstanding delivery report.
-pub fn run(spec: &RunSpec, metrics: Arc<ProducerMetrics>, stop: &AtomicBool) -> Result<ProducerReport, ProducerError> {
+pub fn run(
+    spec: &RunSpec,
+    metrics: Arc<ProducerMetrics>,
+    stop: &AtomicBool,
+) -> Result<ProducerReport, ProducerError> {
     if spec.duration.is_none() && spec.count.is_none() {
         return Err(ProducerError::Unbounded);
     }
     let mut generator = Generator::new(&spec.generator)?;
     let producer = KafkaProducer::new(&spec.settings, metrics.clone())?;
-    let topics: Vec<String> = spec.topology.topics().iter().map(|t| t.name.clone()).collect();
+    let topics: Vec<String> = spec
+        .topology
+        .topics()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
     let router = spec.topology.router();
 
     let start = Instant::now();
@@ -126,12 +138,20 @@ pub fn run(spec: &RunSpec, metrics: Arc<ProducerMetrics>, stop: &AtomicBool) -> 
         let ts = now_ms();
         let code = generator.next_event(ts, &mut payload);
         let topic = &topics[router.route_index(code)];
-        let has_key = spec.keys.resolve_into(code, generator.last_truck(), &mut key);
-        let mid = MessageId { run: spec.run_id, seq };
+        let has_key = spec
+            .keys
+            .resolve_into(code, generator.last_truck(), &mut key);
+        let mid = MessageId {
+            run: spec.run_id,
+            seq,
+        };
         mid.write_to(&mut id);
         trace.clear();
         let trace_id = (u128::from(spec.run_id) << 64) | u128::from(seq);
-        trace.push_str(&headers::traceparent(trace_id, seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1));
+        trace.push_str(&headers::traceparent(
+            trace_id,
+            seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        ));
         produced_at.clear();
         produced_at.push_str(&ts.to_string());
         code_text.clear();
@@ -143,8 +163,18 @@ pub fn run(spec: &RunSpec, metrics: Arc<ProducerMetrics>, stop: &AtomicBool) -> 
             (headers::PRODUCED_AT, produced_at.as_bytes()),
             (headers::CODE, code_text.as_bytes()),
         ];
-        let record = OutRecord { topic, key: has_key.then_some(key.as_slice()), payload: &payload, headers: &hdrs };
-        let mut meta = SendMeta { seq, sent: Instant::now(), intended, bytes: payload.len() as u32 };
+        let record = OutRecord {
+            topic,
+            key: has_key.then_some(key.as_slice()),
+            payload: &payload,
+            headers: &hdrs,
+        };
+        let mut meta = SendMeta {
+            seq,
+            sent: Instant::now(),
+            intended,
+            bytes: payload.len() as u32,
+        };
         loop {
             match producer.send(record, meta) {
                 Ok(()) => break,
@@ -153,7 +183,9 @@ pub fn run(spec: &RunSpec, metrics: Arc<ProducerMetrics>, stop: &AtomicBool) -> 
                     let waited = Instant::now();
                     std::thread::sleep(Duration::from_millis(1));
                     metrics.queue_full_events.fetch_add(1, Ordering::Relaxed);
-                    metrics.queue_full_wait_ns.fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    metrics
+                        .queue_full_wait_ns
+                        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     meta = back;
                     meta.sent = Instant::now();
                 }
@@ -161,20 +193,30 @@ pub fn run(spec: &RunSpec, metrics: Arc<ProducerMetrics>, stop: &AtomicBool) -> 
             }
         }
         metrics.sent.fetch_add(1, Ordering::Relaxed);
-        metrics.sent_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        metrics
+            .sent_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         last_send = Instant::now();
         seq += 1;
     }
     let window = last_send.duration_since(start);
     // Every record handed over gets a delivery report before we return: acked or failed.
     producer.flush(spec.settings.delivery_timeout + Duration::from_secs(5))?;
-    Ok(report(spec, &metrics, window, producer.stats().tx_retries.load(Ordering::Relaxed)))
+    Ok(report(
+        spec,
+        &metrics,
+        window,
+        producer.stats().tx_retries.load(Ordering::Relaxed),
+    ))
 }
 
 fn report(spec: &RunSpec, m: &ProducerMetrics, window: Duration, retries: u64) -> ProducerReport {
     let secs = window.as_secs_f64().max(1e-9);
     let sent = m.sent.load(Ordering::Relaxed);
-    let AckLatency { from_send, from_intended } = m.latency();
+    let AckLatency {
+        from_send,
+        from_intended,
+    } = m.latency();
     ProducerReport {
         run_id: format!("{:016x}", spec.run_id),
         sent,

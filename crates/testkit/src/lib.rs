@@ -13,7 +13,9 @@ pub const TEST_BOOTSTRAP: &str = "FLEETSTREAM_TEST_BOOTSTRAP";
 /// The cluster under test: `FLEETSTREAM_TEST_BOOTSTRAP`, or a fresh 3-broker embedded cluster.
 pub fn cluster() -> ClusterHandle {
     match std::env::var(TEST_BOOTSTRAP) {
-        Ok(b) if !b.trim().is_empty() => ClusterHandle::external(ConnectionSettings::plaintext(b.trim())),
+        Ok(b) if !b.trim().is_empty() => {
+            ClusterHandle::external(ConnectionSettings::plaintext(b.trim()))
+        }
         _ => ClusterHandle::embedded(3).expect("embedded cluster starts"),
     }
 }
@@ -29,7 +31,13 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// The names in the checked-in topologies that tests rename to keep runs apart.
-const TOPOLOGY_NAMES: [&str; 5] = ["mt-c400", "mt-c300", "high_priority_events", "fleetstream-workers", "fleetstream-high-priority"];
+const TOPOLOGY_NAMES: [&str; 5] = [
+    "mt-c400",
+    "mt-c300",
+    "high_priority_events",
+    "fleetstream-workers",
+    "fleetstream-high-priority",
+];
 
 /// A copy of a topology file's text whose topics and groups carry a random prefix, so tests on
 /// a shared real broker never see each other's data or offsets.

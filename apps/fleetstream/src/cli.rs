@@ -32,6 +32,13 @@ pub enum Command {
     /// Create and inspect the topology's topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Publish telemetry: synthetic or JSON lines, routed by code, keyed, paced, measured.
+    Produce(crate::produce::ProduceArgs),
+    /// Run a consumer-group worker that batches records to the dispatcher.
+    Worker(crate::worker::WorkerArgs),
+    /// The dispatcher: route records by code to targets, idempotently.
+    #[command(subcommand)]
+    Dispatch(crate::dispatch::DispatchCommand),
 }
 
 /// `topics` subcommands.

@@ -4,7 +4,10 @@
 
 pub mod cli;
 pub mod demo;
+pub mod dispatch;
+pub mod produce;
 mod topics;
+pub mod worker;
 
 use anyhow::{bail, Context};
 use cli::{ClusterArgs, Command, TopicsCommand, TopologyArgs};
@@ -30,6 +33,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await.map(|_| ()),
             Command::Topics(TopicsCommand::Apply(args)) => topics::apply(args).await,
             Command::Topics(TopicsCommand::Describe(args)) => topics::describe(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
+            Command::Dispatch(cmd) => dispatch::run(cmd).await,
         }
     })
 }

@@ -254,6 +254,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         duration: Some(args.duration),
         count: None,
         run_id,
+        options: Default::default(),
     };
     println!(
         "producing for {} at {} msg/s (run {run_id:016x}); Ctrl-C stops early",

@@ -1,6 +1,6 @@
 //! Synthetic telemetry: Pareto-skewed codes over a truck population, ~200 B JSON, seedable.
 
-use fleetstream_core::Code;
+use fleetstream_core::{Code, MAX_EVENT_BYTES};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,11 @@ pub struct GeneratorConfig {
     pub trucks: u32,
     /// RNG seed: the same seed gives the same events. Default 42.
     pub seed: u64,
+    /// Fraction of events made malformed on purpose, in `[0, 1]`, cycling through every
+    /// [`PoisonKind`]. Exact, not random: after `n` events `floor(n * poison_rate)` were poison.
+    /// Default 0 (none).
+    #[serde(default)]
+    pub poison_rate: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -51,6 +56,7 @@ impl Default for GeneratorConfig {
             },
             trucks: 5_000,
             seed: 42,
+            poison_rate: 0.0,
         }
     }
 }
@@ -95,6 +101,12 @@ impl GeneratorConfig {
             return Err(GeneratorError {
                 key: "codes",
                 reason: "must list at least one code".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.poison_rate) {
+            return Err(GeneratorError {
+                key: "poison_rate",
+                reason: format!("must be a fraction in [0, 1], got {}", self.poison_rate),
             });
         }
         if self.trucks == 0 {
@@ -157,14 +169,103 @@ pub struct Generator {
     rng: SmallRng,
     codes: Vec<u32>,
     cumulative: Vec<f64>,
+    /// Per-truck sequence, indexed by the truck's place in this generator's shard.
     truck_seq: Vec<u64>,
+    truck_first: usize,
+    truck_stride: usize,
     truck_id: Vec<u8>,
+    poison_rate: f64,
+    /// Events drawn so far (counted only when poisoning).
+    events: u64,
+    /// Poison events made so far.
+    poisoned: u64,
+}
+
+/// A malformed event the generator makes on purpose (see [`GeneratorConfig::poison_rate`]).
+/// The first four have no extractable code, so the producer rejects them; the last two have a
+/// valid code and are sent, for the workers to dead-letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoisonKind {
+    /// Not JSON at all (an event cut off before its code's value).
+    BadJson,
+    /// JSON without `codigo`.
+    MissingCode,
+    /// `codigo` is a word, not a number.
+    NonNumericCode,
+    /// Invalid UTF-8 bytes where the code should be.
+    InvalidUtf8,
+    /// A valid event padded past [`MAX_EVENT_BYTES`], code intact.
+    Oversize,
+    /// Valid code, but required fields missing.
+    SchemaInvalid,
+}
+
+impl PoisonKind {
+    /// Every kind, in the order the generator cycles through them.
+    pub const ALL: [PoisonKind; 6] = [
+        PoisonKind::BadJson,
+        PoisonKind::MissingCode,
+        PoisonKind::NonNumericCode,
+        PoisonKind::InvalidUtf8,
+        PoisonKind::Oversize,
+        PoisonKind::SchemaInvalid,
+    ];
+
+    /// Whether the producer can extract a code from this kind (and therefore sends it).
+    pub fn has_code(self) -> bool {
+        matches!(self, PoisonKind::Oversize | PoisonKind::SchemaInvalid)
+    }
+
+    /// Snake-case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoisonKind::BadJson => "bad_json",
+            PoisonKind::MissingCode => "missing_code",
+            PoisonKind::NonNumericCode => "non_numeric_code",
+            PoisonKind::InvalidUtf8 => "invalid_utf8",
+            PoisonKind::Oversize => "oversize",
+            PoisonKind::SchemaInvalid => "schema_invalid",
+        }
+    }
+}
+
+/// What [`Generator::next`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generated {
+    /// The code written into the event, when it has a valid one (a hint: the send loop may
+    /// skip extracting it again).
+    pub code: Option<Code>,
+    /// Which poison this is, if any.
+    pub poison: Option<PoisonKind>,
 }
 
 impl Generator {
     /// Builds a generator.
     pub fn new(config: &GeneratorConfig) -> Result<Self, GeneratorError> {
+        Self::shard(config, 0, 1)
+    }
+
+    /// Generator `index` of `shards` (one per sender thread): it draws only the trucks `t` with
+    /// `t % shards == index`, so every truck's events come from one generator with increasing
+    /// `seq`, and its RNG is seeded `seed + index` (shard 0 of 1 is [`Generator::new`]).
+    pub fn shard(
+        config: &GeneratorConfig,
+        index: u32,
+        shards: u32,
+    ) -> Result<Self, GeneratorError> {
         let weights = config.resolved_weights()?;
+        let shards = shards.max(1);
+        if config.trucks < shards || index >= shards {
+            return Err(GeneratorError {
+                key: "trucks",
+                reason: format!(
+                    "{} trucks cannot be shared by {shards} sender threads",
+                    config.trucks
+                ),
+            });
+        }
+        let own = (config.trucks - index).div_ceil(shards) as usize;
         let mut acc = 0.0;
         let cumulative = weights
             .iter()
@@ -174,11 +275,16 @@ impl Generator {
             })
             .collect();
         Ok(Generator {
-            rng: SmallRng::seed_from_u64(config.seed),
+            rng: SmallRng::seed_from_u64(config.seed.wrapping_add(u64::from(index))),
             codes: config.codes.clone(),
             cumulative,
-            truck_seq: vec![0; config.trucks as usize],
+            truck_seq: vec![0; own],
+            truck_first: index as usize,
+            truck_stride: shards as usize,
             truck_id: Vec::with_capacity(16),
+            poison_rate: config.poison_rate,
+            events: 0,
+            poisoned: 0,
         })
     }
 
@@ -196,9 +302,15 @@ impl Generator {
     /// event time.
     pub fn next_event(&mut self, ts_ms: u64, out: &mut Vec<u8>) -> Code {
         let code = self.next_code();
-        let truck = self.rng.gen_range(0..self.truck_seq.len());
-        self.truck_seq[truck] += 1;
-        let seq = self.truck_seq[truck];
+        let local = self.rng.gen_range(0..self.truck_seq.len());
+        self.next_event_with_code(code, local, ts_ms, out);
+        code
+    }
+
+    fn next_event_with_code(&mut self, code: Code, local: usize, ts_ms: u64, out: &mut Vec<u8>) {
+        self.truck_seq[local] += 1;
+        let seq = self.truck_seq[local];
+        let truck = self.truck_first + local * self.truck_stride;
         let r = &mut self.rng;
         let lat = -23.55 + r.gen_range(-0.5..0.5);
         let lon = -46.63 + r.gen_range(-0.5..0.5);
@@ -217,7 +329,74 @@ impl Generator {
         );
         self.truck_id.clear();
         let _ = write!(self.truck_id, "TRK-{truck:06}");
-        code
+    }
+
+    /// Writes the next event into `out`: a valid one, or with [`GeneratorConfig::poison_rate`]
+    /// a malformed one of the next [`PoisonKind`] in turn.
+    pub fn next(&mut self, ts_ms: u64, out: &mut Vec<u8>) -> Generated {
+        if self.poison_rate > 0.0 {
+            self.events += 1;
+            // Poison so that after n events exactly floor(n * rate) were poison (the epsilon
+            // absorbs binary rounding: 6000 * 0.1 must be 600, not 599.99...).
+            let due = (self.events as f64 * self.poison_rate + 1e-9).floor() as u64;
+            if due > self.poisoned {
+                let kind = PoisonKind::ALL[(self.poisoned % 6) as usize];
+                self.poisoned += 1;
+                let code = self.write_poison(kind, ts_ms, out);
+                return Generated {
+                    code,
+                    poison: Some(kind),
+                };
+            }
+        }
+        Generated {
+            code: Some(self.next_event(ts_ms, out)),
+            poison: None,
+        }
+    }
+
+    fn write_poison(&mut self, kind: PoisonKind, ts_ms: u64, out: &mut Vec<u8>) -> Option<Code> {
+        let code = self.next_code();
+        let local = self.rng.gen_range(0..self.truck_seq.len());
+        let truck = self.truck_first + local * self.truck_stride;
+        self.truck_id.clear();
+        let _ = write!(self.truck_id, "TRK-{truck:06}");
+        out.clear();
+        let c = code.0;
+        // Writing into a Vec cannot fail.
+        let _ = match kind {
+            PoisonKind::BadJson => write!(
+                out,
+                r#"{{"truck_id":"TRK-{truck:06}","ts":{ts_ms},"codigo":"#
+            ),
+            PoisonKind::MissingCode => write!(
+                out,
+                r#"{{"truck_id":"TRK-{truck:06}","ts":{ts_ms},"speed_kmh":12.5}}"#
+            ),
+            PoisonKind::NonNumericCode => write!(
+                out,
+                r#"{{"truck_id":"TRK-{truck:06}","codigo":"trezentos","ts":{ts_ms}}}"#
+            ),
+            PoisonKind::InvalidUtf8 => {
+                let _ = write!(out, r#"{{"truck_id":"TRK-{truck:06}","codigo":"#);
+                out.extend_from_slice(b"\xff\xfe\xfd}");
+                Ok(())
+            }
+            PoisonKind::Oversize => {
+                self.next_event_with_code(code, local, ts_ms, out);
+                // Replace the closing brace with a padding field that crosses the limit.
+                out.pop();
+                out.extend_from_slice(br#","padding":""#);
+                out.resize(out.len() + MAX_EVENT_BYTES, b'x');
+                out.extend_from_slice(b"\"}");
+                Ok(())
+            }
+            PoisonKind::SchemaInvalid => write!(
+                out,
+                r#"{{"truck_id":"TRK-{truck:06}","codigo":{c},"ts":{ts_ms}}}"#
+            ),
+        };
+        kind.has_code().then_some(code)
     }
 
     /// Truck id of the last event.
@@ -275,6 +454,90 @@ mod tests {
     }
 
     #[test]
+    fn poison_is_the_exact_fraction_and_cycles_every_kind() {
+        let c = GeneratorConfig {
+            poison_rate: 0.1,
+            ..GeneratorConfig::default()
+        };
+        let mut g = Generator::new(&c).unwrap();
+        let mut buf = Vec::new();
+        let mut kinds = std::collections::BTreeMap::new();
+        for _ in 0..6000 {
+            let got = g.next(1, &mut buf);
+            match got.poison {
+                None => {
+                    assert_eq!(extract_code(&buf).ok(), got.code);
+                    assert!(TelemetryEvent::parse(&buf).is_ok());
+                }
+                Some(kind) => {
+                    *kinds.entry(kind).or_insert(0) += 1;
+                    // What the send loop relies on: code-less kinds fail extraction, the others
+                    // extract (oversize from its first MAX_EVENT_BYTES) but fail the full parse.
+                    let head = &buf[..buf.len().min(MAX_EVENT_BYTES)];
+                    assert_eq!(extract_code(head).is_ok(), kind.has_code(), "{kind:?}");
+                    assert_eq!(got.code.is_some(), kind.has_code());
+                    assert!(TelemetryEvent::parse(&buf).is_err(), "{kind:?} parsed");
+                }
+            }
+        }
+        // 10% of 6,000, spread evenly over the six kinds.
+        assert_eq!(kinds.values().sum::<u32>(), 600);
+        assert_eq!(kinds.len(), 6);
+        assert!(kinds.values().all(|n| *n == 100), "{kinds:?}");
+        let expected = [
+            (PoisonKind::BadJson, "not_json"),
+            (PoisonKind::MissingCode, "missing_code"),
+            (PoisonKind::NonNumericCode, "invalid_code"),
+            (PoisonKind::InvalidUtf8, "not_utf8"),
+            (PoisonKind::Oversize, "oversize"),
+            (PoisonKind::SchemaInvalid, "schema"),
+        ];
+        for (kind, class) in expected {
+            let mut g = Generator::new(&GeneratorConfig::default()).unwrap();
+            g.write_poison(kind, 1, &mut buf);
+            assert_eq!(
+                TelemetryEvent::parse(&buf).unwrap_err().class(),
+                class,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_poison_leaves_the_stream_unchanged() {
+        let mut a = Generator::new(&GeneratorConfig::default()).unwrap();
+        let mut b = Generator::new(&GeneratorConfig::default()).unwrap();
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            a.next_event(1, &mut x);
+            assert_eq!(b.next(1, &mut y).poison, None);
+            assert_eq!(x, y);
+        }
+    }
+
+    #[test]
+    fn shards_split_the_trucks() {
+        let c = GeneratorConfig {
+            trucks: 10,
+            ..GeneratorConfig::default()
+        };
+        let mut buf = Vec::new();
+        for index in 0..3 {
+            let mut g = Generator::shard(&c, index, 3).unwrap();
+            for _ in 0..200 {
+                g.next_event(1, &mut buf);
+                let t: u32 = std::str::from_utf8(&g.last_truck()[4..])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(t % 3, index);
+                assert!(t < 10);
+            }
+        }
+        assert_eq!(Generator::shard(&c, 0, 11).err().unwrap().key, "trucks");
+    }
+
+    #[test]
     fn bad_settings_name_their_key() {
         let c = GeneratorConfig {
             weights: CodeWeights::Explicit(vec![1.0]),
@@ -286,5 +549,10 @@ mod tests {
             ..GeneratorConfig::default()
         };
         assert_eq!(c.resolved_weights().unwrap_err().key, "trucks");
+        let c = GeneratorConfig {
+            poison_rate: 1.5,
+            ..GeneratorConfig::default()
+        };
+        assert_eq!(c.resolved_weights().unwrap_err().key, "poison_rate");
     }
 }

@@ -2,8 +2,10 @@
 //! KeyResolver and MetricsEmitter.
 //!
 //! The producer declares intent (topic by code, key by strategy, `acks=all`) and never picks a
-//! partition: Kafka's partitioner does. Pacing is a token bucket ([`rate::Pacer`]); latency is
-//! measured both from the actual send and from the intended send time.
+//! partition: Kafka's partitioner does. Pacing is a token bucket ([`rate::Pacer`]) in msg/s and
+//! optionally bytes/s, with a ramp profile ([`rate::Ramp`]); latency is measured both from the
+//! actual send and from the intended send time. Events without an extractable code are
+//! rejected to a reject file or a dead-letter topic ([`RejectSink`]), never dropped.
 //!
 //! ```no_run
 //! # use std::sync::{Arc, atomic::AtomicBool};
@@ -17,9 +19,14 @@
 pub mod generator;
 mod metrics;
 pub mod rate;
+mod rejects;
 mod run;
+mod source;
+mod wire;
 
-pub use generator::{CodeWeights, Generator, GeneratorConfig};
+pub use generator::{CodeWeights, Generated, Generator, GeneratorConfig, PoisonKind};
 pub use metrics::{AckLatency, AckObserver, ProducerMetrics, SendMeta};
-pub use rate::SharedRate;
-pub use run::{run, ProducerError, ProducerReport, RunSpec};
+pub use rate::{Ramp, SharedRate};
+pub use rejects::{reject_class, RejectSink};
+pub use run::{run, ProducerError, ProducerReport, RunOptions, RunSpec};
+pub use source::SourceSpec;

@@ -26,6 +26,8 @@ pub struct SendMeta {
     pub intended: Instant,
     /// Payload bytes.
     pub bytes: u32,
+    /// A rejected event written to the dead-letter topic (counted apart from `sent`/`acked`).
+    pub dead_letter: bool,
 }
 
 #[derive(Debug, Default)]
@@ -47,11 +49,22 @@ pub struct ProducerMetrics {
     pub failed: AtomicU64,
     /// Events rejected before sending (no valid code).
     pub rejected: AtomicU64,
+    /// Malformed events the generator made on purpose (`poison_rate`), sent or rejected.
+    pub poison_injected: AtomicU64,
+    /// Rejected events safely written: a reject-file line, or a dead-letter record acked.
+    pub rejects_written: AtomicU64,
+    /// Rejected events whose dead-letter write failed (the run then fails).
+    pub rejects_failed: AtomicU64,
+    /// Records in librdkafka's queue, sampled by the senders (about every 100 ms).
+    pub queue_depth: AtomicU64,
+    /// Produce request retries, from librdkafka statistics (when enabled).
+    pub retries: AtomicU64,
     /// Nanoseconds spent waiting on a full librdkafka queue.
     pub queue_full_wait_ns: AtomicU64,
     /// Times the queue was found full.
     pub queue_full_events: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
+    rejected_by_class: Mutex<BTreeMap<&'static str, u64>>,
     per_partition: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
     histograms: Mutex<Histograms>,
     observer: Option<Arc<dyn AckObserver>>,
@@ -101,6 +114,25 @@ impl ProducerMetrics {
             .clone()
     }
 
+    /// Rejected events by reason.
+    pub fn rejected_by_class(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected_by_class
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts one rejected event of `class`.
+    pub fn count_reject(&self, class: &'static str) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        *self
+            .rejected_by_class
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(class)
+            .or_default() += 1;
+    }
+
     /// Acked messages per topic and partition.
     pub fn per_partition(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
         self.per_partition
@@ -115,6 +147,22 @@ impl DeliveryHandler for ProducerMetrics {
 
     fn delivered(&self, meta: SendMeta, report: DeliveryReport<'_>) {
         let now = Instant::now();
+        if meta.dead_letter {
+            // A rejected event's dead-letter record: it is accounted for once it is acked.
+            match report.result {
+                Ok(()) => {
+                    self.rejects_written.fetch_add(1, Ordering::Relaxed);
+                    if let Some(o) = &self.observer {
+                        o.acked(meta.seq, report.topic, report.partition);
+                    }
+                }
+                Err(failure) => {
+                    self.rejects_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(seq = meta.seq, topic = report.topic, class = failure.class, error = %failure.message, "dead-letter write of a rejected event failed");
+                }
+            }
+            return;
+        }
         match report.result {
             Ok(()) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);

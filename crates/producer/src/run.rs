@@ -1,14 +1,23 @@
-//! The send loop: generate -> extract code -> route topic -> resolve key -> send with headers,
-//! paced by the token bucket, waiting (never dropping) when librdkafka's queue is full.
+//! The send loop: source -> extract code (or reject) -> route topic -> resolve key -> send with
+//! headers, paced by the token buckets, waiting (never dropping) when librdkafka's queue is
+//! full. Several sender threads share one librdkafka producer (it is thread-safe); each has its
+//! own generator over its own shard of the trucks, so a truck's events stay in order.
 
-use crate::generator::{Generator, GeneratorConfig, GeneratorError};
+use crate::generator::{GeneratorConfig, GeneratorError};
 use crate::metrics::{AckLatency, ProducerMetrics, SendMeta};
-use crate::rate::{Pacer, SharedRate};
-use fleetstream_core::{KeyResolver, MessageId, Topology};
-use fleetstream_kafka::{headers, KafkaError, KafkaProducer, OutRecord, ProducerSettings};
+use crate::rate::{Ramp, SharedPacer, SharedRate};
+use crate::rejects::{reject_class, RejectFile, RejectSink};
+use crate::source::{Lines, Next, SourceSpec, ThreadSource};
+use crate::wire::{decimal, traceparent, IdWriter};
+use fleetstream_core::{
+    extract_code, extract_truck_id, Code, EventError, KeyResolver, Topology, MAX_EVENT_BYTES,
+};
+use fleetstream_kafka::headers::{self, dead_letter};
+use fleetstream_kafka::{KafkaError, KafkaProducer, OutRecord, ProducerSettings};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,10 +38,50 @@ pub struct RunSpec {
     pub burst: u32,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Stop after this many messages.
+    /// Stop after this many events (sent plus rejected).
     pub count: Option<u64>,
     /// Id of this run, the prefix of every message id.
     pub run_id: u64,
+    /// Source, threads, ramp, byte rate and reject handling; the default is one thread on the
+    /// synthetic generator, rejects to the dead-letter topic.
+    pub options: RunOptions,
+}
+
+/// The less common parts of a run; [`RunOptions::default`] suits the demo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Where events come from. Default synthetic.
+    pub source: SourceSpec,
+    /// Sender threads sharing the one librdkafka producer. Default 1.
+    pub threads: u32,
+    /// Rate profile; drives [`RunSpec::rate`] while it runs. Default none.
+    pub ramp: Option<Ramp>,
+    /// Byte rate, payload bytes/s, on top of the message rate; changeable while running.
+    /// Default none.
+    pub rate_bytes: Option<SharedRate>,
+    /// Byte bucket size. Default none: 10 ms of the byte rate plus one largest event.
+    pub burst_bytes: Option<u64>,
+    /// Where rejected events go. Default the dead-letter topic.
+    pub rejects: RejectSink,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            source: SourceSpec::Synthetic,
+            threads: 1,
+            ramp: None,
+            rate_bytes: None,
+            burst_bytes: None,
+            rejects: RejectSink::DeadLetter,
+        }
+    }
+}
+
+impl PartialEq for SharedRate {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// Producer errors.
@@ -47,6 +96,30 @@ pub enum ProducerError {
     /// Neither a duration nor a count, nor a stop signal: the run would never end by itself.
     #[error("a run needs --duration or --count")]
     Unbounded,
+    /// A setting is invalid; names it.
+    #[error("producer setting `{key}` is invalid: {reason}")]
+    Config {
+        /// Key at fault.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the source failed.
+    #[error("reading the source {source_name}: {error}")]
+    Source {
+        /// Which source.
+        source_name: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Writing the reject file failed: rejected events cannot be kept, so the run stops.
+    #[error("writing the reject file {path}: {error}")]
+    RejectFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
 }
 
 /// The JSON summary of a run.
@@ -54,19 +127,31 @@ pub enum ProducerError {
 pub struct ProducerReport {
     /// Run id (message id prefix).
     pub run_id: String,
-    /// Messages handed to librdkafka.
+    /// Sender threads.
+    pub threads: u32,
+    /// Messages handed to librdkafka for the source topics.
     pub sent: u64,
     /// Messages acked by the cluster.
     pub acked: u64,
     /// Messages that failed delivery.
     pub failed: u64,
-    /// Events rejected before sending.
+    /// Events rejected before sending (no extractable code).
     pub rejected: u64,
-    /// Target rate, msg/s (0 = unthrottled).
+    /// Rejected events by reason (`not_json`, `missing_code`, `invalid_code`, `not_utf8`, ...).
+    pub rejected_by_class: BTreeMap<&'static str, u64>,
+    /// Where rejected events went: `dead-letter:<topic>` or `file:<path>`.
+    pub rejects_to: String,
+    /// Rejected events safely written (reject-file lines, or dead-letter records acked).
+    pub rejects_written: u64,
+    /// Rejected events whose dead-letter write failed.
+    pub rejects_failed: u64,
+    /// Malformed events the generator made on purpose (sent or rejected).
+    pub poison_injected: u64,
+    /// Target rate at the end, msg/s (0 = unthrottled).
     pub rate_target: f64,
     /// Messages sent per second over the producing window.
     pub rate_achieved: f64,
-    /// Producing window, seconds (first to last send).
+    /// Producing window, seconds (start to last send).
     pub producing_secs: f64,
     /// Payload MB/s over the producing window.
     pub mb_per_sec: f64,
@@ -74,6 +159,8 @@ pub struct ProducerReport {
     pub ack_latency_ms: fleetstream_obs::LatencySummary,
     /// Ack latency from the intended send time, ms (coordinated-omission safe).
     pub ack_latency_intended_ms: fleetstream_obs::LatencySummary,
+    /// Times librdkafka's queue was full.
+    pub queue_full_events: u64,
     /// Time spent waiting on a full producer queue, ms.
     pub queue_full_wait_ms: f64,
     /// Produce request retries reported by librdkafka statistics.
@@ -91,126 +178,367 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the producer on the calling thread until the duration or count is reached or `stop`
-/// is set, then waits for every outstanding delivery report.
+/// Where rejects go, opened.
+enum Rejects {
+    DeadLetter(String),
+    File(RejectFile),
+}
+
+/// State shared by the sender threads of one run.
+struct Shared<'a> {
+    spec: &'a RunSpec,
+    metrics: &'a ProducerMetrics,
+    producer: KafkaProducer<ProducerMetrics>,
+    topics: Vec<String>,
+    pacer: SharedPacer,
+    lines: Option<Lines>,
+    rejects: Rejects,
+    worker_id: String,
+    next_seq: AtomicU64,
+    stop: &'a AtomicBool,
+    /// Set when the source ends or a thread fails: every thread stops.
+    done: AtomicBool,
+    start: Instant,
+    deadline: Option<Instant>,
+    /// Nanoseconds from `start` to the last send, over all threads.
+    last_send_ns: AtomicU64,
+}
+
+/// Runs the producer until the duration or count is reached, the source ends or `stop` is set,
+/// then waits for every outstanding delivery report. Blocks the calling thread.
 pub fn run(
     spec: &RunSpec,
     metrics: Arc<ProducerMetrics>,
     stop: &AtomicBool,
 ) -> Result<ProducerReport, ProducerError> {
-    if spec.duration.is_none() && spec.count.is_none() {
+    let opts = &spec.options;
+    if spec.duration.is_none() && spec.count.is_none() && opts.source == SourceSpec::Synthetic {
         return Err(ProducerError::Unbounded);
     }
-    let mut generator = Generator::new(&spec.generator)?;
+    if opts.threads == 0 {
+        return Err(ProducerError::Config {
+            key: "threads",
+            reason: "must be at least 1".into(),
+        });
+    }
+    // Validate the generator once here so a bad setting names its key before any I/O.
+    spec.generator.resolved_weights()?;
+    let rejects = match &opts.rejects {
+        RejectSink::File(p) => Rejects::File(RejectFile::open(p.clone()).map_err(|error| {
+            ProducerError::RejectFile {
+                path: p.clone(),
+                error,
+            }
+        })?),
+        RejectSink::DeadLetter => {
+            let default = &spec.topology.routing().default_topic;
+            match spec.topology.dead_letter_for(default) {
+                Some(t) => Rejects::DeadLetter(t.to_string()),
+                None => {
+                    return Err(ProducerError::Config {
+                        key: "reject_file",
+                        reason: format!(
+                            "the default topic {default:?} has no dead_letter topic in the topology; set a reject file"
+                        ),
+                    })
+                }
+            }
+        }
+    };
+    let lines = Lines::open(&opts.source).map_err(|error| ProducerError::Source {
+        source_name: format!("{:?}", opts.source),
+        error,
+    })?;
     let producer = KafkaProducer::new(&spec.settings, metrics.clone())?;
-    let topics: Vec<String> = spec
-        .topology
-        .topics()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    let router = spec.topology.router();
-
     let start = Instant::now();
-    let mut pacer = Pacer::new(spec.rate.clone(), spec.burst, start);
+    let bytes = opts.rate_bytes.clone().map(|r| {
+        let burst = opts
+            .burst_bytes
+            .unwrap_or((r.get() / 100.0) as u64 + MAX_EVENT_BYTES as u64);
+        (r, burst)
+    });
+    let shared = Shared {
+        spec,
+        metrics: &metrics,
+        producer,
+        topics: spec
+            .topology
+            .topics()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect(),
+        pacer: SharedPacer::new(spec.rate.clone(), spec.burst, bytes, start),
+        lines,
+        rejects,
+        worker_id: format!("producer-{:016x}", spec.run_id),
+        next_seq: AtomicU64::new(0),
+        stop,
+        done: AtomicBool::new(false),
+        start,
+        deadline: spec.duration.map(|d| start + d),
+        last_send_ns: AtomicU64::new(0),
+    };
+
+    let ramp_done = AtomicBool::new(false);
+    let results: Vec<Result<(), ProducerError>> = std::thread::scope(|s| {
+        let ramp = opts
+            .ramp
+            .as_ref()
+            .map(|r| s.spawn(|| r.drive(&spec.rate, start, &ramp_done)));
+        let senders: Vec<_> = (0..opts.threads)
+            .map(|i| {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("fs-send-{i}"))
+                    .spawn_scoped(s, move || {
+                        let r = sender(shared, i);
+                        if r.is_err() {
+                            shared.done.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+            })
+            .collect();
+        let results = senders
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(ProducerError::Config {
+                        key: "threads",
+                        reason: "a sender thread panicked".into(),
+                    })
+                }),
+                Err(error) => Err(ProducerError::Config {
+                    key: "threads",
+                    reason: format!("could not start a sender thread: {error}"),
+                }),
+            })
+            .collect();
+        ramp_done.store(true, Ordering::Relaxed);
+        if let Some(r) = ramp {
+            let _ = r.join();
+        }
+        results
+    });
+    let window = Duration::from_nanos(shared.last_send_ns.load(Ordering::Relaxed));
+    // Every record handed over gets a delivery report before we return: acked or failed.
+    let flushed = shared
+        .producer
+        .flush(spec.settings.delivery_timeout + Duration::from_secs(5));
+    if let Rejects::File(f) = &shared.rejects {
+        f.flush().map_err(|error| ProducerError::RejectFile {
+            path: f.path().to_path_buf(),
+            error,
+        })?;
+    }
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    flushed?;
+    metrics.retries.store(
+        shared.producer.stats().tx_retries.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    metrics.queue_depth.store(0, Ordering::Relaxed);
+    Ok(report(&shared, window))
+}
+
+/// Finds the code, reading past an oversize event's limit: an oversize event with a code is
+/// sent (the workers dead-letter it as `oversize`), only an event without one is rejected.
+fn code_of(payload: &[u8]) -> Result<Code, EventError> {
+    match extract_code(payload) {
+        Err(EventError::Oversize(n)) => {
+            extract_code(&payload[..MAX_EVENT_BYTES]).map_err(|_| EventError::Oversize(n))
+        }
+        r => r,
+    }
+}
+
+/// One sender thread.
+fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
+    let spec = sh.spec;
+    let m = sh.metrics;
+    let mut source = ThreadSource::new(
+        &spec.generator,
+        sh.lines.as_ref(),
+        index,
+        spec.options.threads,
+    )?;
+    let router = spec.topology.router();
     let mut payload = Vec::with_capacity(256);
     let mut key = Vec::with_capacity(32);
-    let mut id = String::with_capacity(40);
-    let mut trace = String::with_capacity(56);
-    let mut produced_at = String::with_capacity(16);
-    let mut code_text = String::with_capacity(8);
-    let mut seq: u64 = 0;
-    let mut last_send = start;
-    let deadline = spec.duration.map(|d| start + d);
-
+    let mut ids = IdWriter::new(spec.run_id);
+    let mut trace = [0u8; 55];
+    let (mut ts_buf, mut code_buf) = ([0u8; 20], [0u8; 20]);
+    let mut last_sample = sh.start;
     loop {
-        if stop.load(Ordering::Relaxed) || spec.count.is_some_and(|c| seq >= c) {
-            break;
-        }
-        let intended = pacer.take(Instant::now());
-        if deadline.is_some_and(|d| intended >= d) {
-            break;
+        if sh.stop.load(Ordering::Relaxed) || sh.done.load(Ordering::Relaxed) {
+            return Ok(());
         }
         let now = Instant::now();
+        let mut intended = sh.pacer.take_message(now);
+        if sh.deadline.is_some_and(|d| intended >= d) {
+            return Ok(());
+        }
         if intended > now + Duration::from_micros(200) {
             std::thread::sleep(intended - now);
         }
+        let seq = sh.next_seq.fetch_add(1, Ordering::Relaxed);
+        if spec.count.is_some_and(|c| seq >= c) {
+            return Ok(());
+        }
         let ts = now_ms();
-        let code = generator.next_event(ts, &mut payload);
-        let topic = &topics[router.route_index(code)];
-        let has_key = spec
-            .keys
-            .resolve_into(code, generator.last_truck(), &mut key);
-        let mid = MessageId {
-            run: spec.run_id,
-            seq,
+        let generated = match source.next(ts, &mut payload) {
+            Ok(Next::Event(g)) => g,
+            Ok(Next::End) => {
+                sh.done.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(error) => {
+                return Err(ProducerError::Source {
+                    source_name: format!("{:?}", spec.options.source),
+                    error,
+                })
+            }
         };
-        mid.write_to(&mut id);
-        trace.clear();
+        if generated.is_some_and(|g| g.poison.is_some()) {
+            m.poison_injected.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(at) = sh.pacer.take_bytes(now, payload.len() as u64) {
+            let now = Instant::now();
+            if at > now + Duration::from_micros(200) {
+                std::thread::sleep(at - now);
+            }
+            intended = intended.max(at);
+        }
+        let code = match generated.and_then(|g| g.code) {
+            Some(c) => Ok(c),
+            None => code_of(&payload),
+        };
+        let id = ids.id(seq);
         let trace_id = (u128::from(spec.run_id) << 64) | u128::from(seq);
-        trace.push_str(&headers::traceparent(
+        traceparent(
             trace_id,
             seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-        ));
-        produced_at.clear();
-        produced_at.push_str(&ts.to_string());
-        code_text.clear();
-        code_text.push_str(&code.0.to_string());
-        let hdrs: [(&str, &[u8]); 5] = [
-            (headers::MESSAGE_ID, id.as_bytes()),
-            (headers::CORRELATION_ID, id.as_bytes()),
-            (headers::TRACEPARENT, trace.as_bytes()),
-            (headers::PRODUCED_AT, produced_at.as_bytes()),
-            (headers::CODE, code_text.as_bytes()),
-        ];
-        let record = OutRecord {
-            topic,
-            key: has_key.then_some(key.as_slice()),
-            payload: &payload,
-            headers: &hdrs,
-        };
-        let mut meta = SendMeta {
-            seq,
-            sent: Instant::now(),
-            intended,
-            bytes: payload.len() as u32,
-        };
-        loop {
-            match producer.send(record, meta) {
-                Ok(()) => break,
-                Err((KafkaError::QueueFull, back)) => {
-                    // Backpressure: librdkafka's queue is full. Wait for deliveries; never drop.
-                    let waited = Instant::now();
-                    std::thread::sleep(Duration::from_millis(1));
-                    metrics.queue_full_events.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .queue_full_wait_ns
-                        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    meta = back;
-                    meta.sent = Instant::now();
+            &mut trace,
+        );
+        let produced_at = decimal(ts, &mut ts_buf);
+        match code {
+            Ok(code) => {
+                let topic = &sh.topics[router.route_index(code)];
+                let truck = match source.last_truck() {
+                    Some(t) => t,
+                    None => extract_truck_id(&payload).unwrap_or_default(),
+                };
+                let has_key = spec.keys.resolve_into(code, truck, &mut key);
+                let code_text = decimal(u64::from(code.0), &mut code_buf);
+                let hdrs: [(&str, &[u8]); 5] = [
+                    (headers::MESSAGE_ID, id),
+                    (headers::CORRELATION_ID, id),
+                    (headers::TRACEPARENT, &trace),
+                    (headers::PRODUCED_AT, produced_at),
+                    (headers::CODE, code_text),
+                ];
+                let record = OutRecord {
+                    topic,
+                    key: has_key.then_some(key.as_slice()),
+                    payload: &payload,
+                    headers: &hdrs,
+                };
+                send(sh, record, seq, intended, false)?;
+            }
+            Err(e) => {
+                let class = reject_class(&payload, &e);
+                m.count_reject(class);
+                let message = e.to_string();
+                match &sh.rejects {
+                    Rejects::File(f) => {
+                        let id_text = String::from_utf8_lossy(id);
+                        f.write(class, &message, &id_text, &payload)
+                            .map_err(|error| ProducerError::RejectFile {
+                                path: f.path().to_path_buf(),
+                                error,
+                            })?;
+                        m.rejects_written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Rejects::DeadLetter(topic) => {
+                        let hdrs: [(&str, &[u8]); 8] = [
+                            (headers::MESSAGE_ID, id),
+                            (headers::CORRELATION_ID, id),
+                            (headers::TRACEPARENT, &trace),
+                            (headers::PRODUCED_AT, produced_at),
+                            (dead_letter::ERROR_CLASS, class.as_bytes()),
+                            (dead_letter::ERROR_MESSAGE, message.as_bytes()),
+                            (dead_letter::ATTEMPTS, b"0"),
+                            (dead_letter::WORKER_ID, sh.worker_id.as_bytes()),
+                        ];
+                        let record = OutRecord {
+                            topic,
+                            key: None,
+                            payload: &payload,
+                            headers: &hdrs,
+                        };
+                        send(sh, record, seq, intended, true)?;
+                    }
                 }
-                Err((e, _)) => return Err(ProducerError::Kafka(e)),
             }
         }
-        metrics.sent.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .sent_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        last_send = Instant::now();
-        seq += 1;
+        let sent_at = Instant::now();
+        sh.last_send_ns.fetch_max(
+            sent_at.duration_since(sh.start).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        if sent_at.duration_since(last_sample) > Duration::from_millis(100) {
+            last_sample = sent_at;
+            m.queue_depth
+                .store(sh.producer.in_flight() as u64, Ordering::Relaxed);
+            m.retries.store(
+                sh.producer.stats().tx_retries.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
     }
-    let window = last_send.duration_since(start);
-    // Every record handed over gets a delivery report before we return: acked or failed.
-    producer.flush(spec.settings.delivery_timeout + Duration::from_secs(5))?;
-    Ok(report(
-        spec,
-        &metrics,
-        window,
-        producer.stats().tx_retries.load(Ordering::Relaxed),
-    ))
 }
 
-fn report(spec: &RunSpec, m: &ProducerMetrics, window: Duration, retries: u64) -> ProducerReport {
+/// Hands one record to librdkafka, waiting while its queue is full (backpressure: never drop).
+fn send(
+    sh: &Shared<'_>,
+    record: OutRecord<'_>,
+    seq: u64,
+    intended: Instant,
+    dead_letter: bool,
+) -> Result<(), ProducerError> {
+    let m = sh.metrics;
+    let mut meta = SendMeta {
+        seq,
+        sent: Instant::now(),
+        intended,
+        bytes: record.payload.len() as u32,
+        dead_letter,
+    };
+    loop {
+        match sh.producer.send(record, meta) {
+            Ok(()) => break,
+            Err((KafkaError::QueueFull, back)) => {
+                let waited = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                m.queue_full_events.fetch_add(1, Ordering::Relaxed);
+                m.queue_full_wait_ns
+                    .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                meta = back;
+                meta.sent = Instant::now();
+            }
+            Err((e, _)) => return Err(ProducerError::Kafka(e)),
+        }
+    }
+    if !dead_letter {
+        m.sent.fetch_add(1, Ordering::Relaxed);
+        m.sent_bytes
+            .fetch_add(record.payload.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn report(sh: &Shared<'_>, window: Duration) -> ProducerReport {
+    let (spec, m) = (sh.spec, sh.metrics);
     let secs = window.as_secs_f64().max(1e-9);
     let sent = m.sent.load(Ordering::Relaxed);
     let AckLatency {
@@ -219,18 +547,28 @@ fn report(spec: &RunSpec, m: &ProducerMetrics, window: Duration, retries: u64) -
     } = m.latency();
     ProducerReport {
         run_id: format!("{:016x}", spec.run_id),
+        threads: spec.options.threads,
         sent,
         acked: m.acked.load(Ordering::Relaxed),
         failed: m.failed.load(Ordering::Relaxed),
         rejected: m.rejected.load(Ordering::Relaxed),
+        rejected_by_class: m.rejected_by_class(),
+        rejects_to: match &sh.rejects {
+            Rejects::DeadLetter(t) => format!("dead-letter:{t}"),
+            Rejects::File(f) => format!("file:{}", f.path().display()),
+        },
+        rejects_written: m.rejects_written.load(Ordering::Relaxed),
+        rejects_failed: m.rejects_failed.load(Ordering::Relaxed),
+        poison_injected: m.poison_injected.load(Ordering::Relaxed),
         rate_target: spec.rate.get(),
         rate_achieved: sent as f64 / secs,
         producing_secs: secs,
         mb_per_sec: m.sent_bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
         ack_latency_ms: from_send,
         ack_latency_intended_ms: from_intended,
+        queue_full_events: m.queue_full_events.load(Ordering::Relaxed),
         queue_full_wait_ms: m.queue_full_wait_ns.load(Ordering::Relaxed) as f64 / 1e6,
-        retries,
+        retries: m.retries.load(Ordering::Relaxed),
         failures: m.failures(),
         per_partition: m.per_partition(),
     }

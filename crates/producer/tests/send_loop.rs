@@ -1,0 +1,185 @@
+//! The send loop on a cluster: embedded by default, a real broker with
+//! FLEETSTREAM_TEST_BOOTSTRAP. Poison events without a code are rejected (counted and written,
+//! never dropped); poison with a code is sent; every delivery is accounted for.
+
+use fleetstream_core::{MessageId, Topology};
+use fleetstream_kafka::{headers, read_topic_to_end, Admin, ClusterHandle, ProducerSettings};
+use fleetstream_producer::{
+    run, GeneratorConfig, ProducerMetrics, RejectSink, RunOptions, RunSpec, SharedRate, SourceSpec,
+};
+use fleetstream_testkit::{cluster, unique_topology};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DOMAIN: &str = include_str!("../../../config/topology.toml");
+
+fn setup() -> (ClusterHandle, Topology, String) {
+    let cluster = cluster();
+    let (prefix, text) = unique_topology(DOMAIN);
+    let topology = Topology::from_toml_str(&text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(Admin::new(&cluster).unwrap().apply(&topology))
+        .unwrap();
+    (cluster, topology, prefix)
+}
+
+fn spec(cluster: &ClusterHandle, topology: &Topology, count: u64, poison: f64) -> RunSpec {
+    RunSpec {
+        topology: topology.clone(),
+        keys: topology.key_resolver().clone(),
+        settings: ProducerSettings::new(cluster.connection().clone()),
+        generator: GeneratorConfig {
+            poison_rate: poison,
+            ..GeneratorConfig::default()
+        },
+        rate: SharedRate::new(0.0),
+        burst: 1,
+        duration: None,
+        count: Some(count),
+        run_id: rand::random(),
+        options: RunOptions::default(),
+    }
+}
+
+#[test]
+fn rejects_go_to_the_reject_file_with_their_reason() {
+    let (cluster, topology, _) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rejects.jsonl");
+    let mut s = spec(&cluster, &topology, 1200, 0.05);
+    s.options.rejects = RejectSink::File(path.clone());
+    s.options.threads = 3;
+    let metrics = Arc::new(ProducerMetrics::default());
+    let r = run(&s, metrics.clone(), &AtomicBool::new(false)).unwrap();
+
+    // 5% of 1,200 is 60 poison events per generator shard's share; each thread injects its own.
+    assert!(r.poison_injected > 0);
+    assert_eq!(r.sent + r.rejected, 1200, "--count counts every event");
+    assert_eq!(r.acked, r.sent);
+    assert_eq!(r.failed, 0);
+    assert_eq!(r.rejects_written, r.rejected);
+    assert!(r.rejected > 0);
+    assert_eq!(r.rejected_by_class.values().sum::<u64>(), r.rejected);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, r.rejected);
+    for l in &lines {
+        assert!(l["reason"]
+            .as_str()
+            .is_some_and(|c| r.rejected_by_class.contains_key(c)));
+        let id = MessageId::parse(l["message_id"].as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(format!("{:016x}", id.run), r.run_id);
+        assert!(l["raw_base64"].as_str().is_some());
+    }
+    // The code-less kinds are rejected; the others (oversize, schema) were sent.
+    for class in ["not_json", "missing_code", "invalid_code", "not_utf8"] {
+        assert!(
+            r.rejected_by_class.contains_key(class),
+            "{:?}",
+            r.rejected_by_class
+        );
+    }
+    assert!(
+        r.rejected < r.poison_injected,
+        "oversize and schema poison is sent"
+    );
+    assert_eq!(
+        metrics
+            .poison_injected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        r.poison_injected
+    );
+}
+
+#[test]
+fn rejects_go_to_the_dead_letter_topic_with_headers() {
+    let (cluster, topology, prefix) = setup();
+    let s = spec(&cluster, &topology, 600, 0.1);
+    let r = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(r.acked, r.sent);
+    assert_eq!(r.sent + r.rejected, 600);
+    assert!(r.rejected > 0);
+    assert_eq!(
+        r.rejects_written, r.rejected,
+        "every dead-letter record acked"
+    );
+    let dlq = format!("{prefix}-mt-c300-dlq");
+    assert_eq!(r.rejects_to, format!("dead-letter:{dlq}"));
+    let records = read_topic_to_end(cluster.connection(), &dlq, Duration::from_secs(30)).unwrap();
+    assert_eq!(records.len() as u64, r.rejected);
+    for rec in &records {
+        let class =
+            std::str::from_utf8(rec.header(headers::dead_letter::ERROR_CLASS).unwrap()).unwrap();
+        assert!(r.rejected_by_class.contains_key(class));
+        assert!(rec.header(headers::dead_letter::ERROR_MESSAGE).is_some());
+        assert_eq!(rec.header(headers::dead_letter::ATTEMPTS), Some(&b"0"[..]));
+        assert_eq!(
+            rec.header(headers::dead_letter::WORKER_ID),
+            Some(format!("producer-{}", r.run_id).as_bytes())
+        );
+        let id = MessageId::parse(rec.header(headers::MESSAGE_ID).unwrap()).unwrap();
+        assert_eq!(format!("{:016x}", id.run), r.run_id);
+    }
+}
+
+#[test]
+fn json_lines_from_a_file_are_sent_or_rejected() {
+    let (cluster, topology, _) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let rejects = dir.path().join("rejects.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"truck_id":"TRK-000001","codigo":300,"ts":1}"#,
+            "\n",
+            r#"{"truck_id":"TRK-000002","codigo":"301","ts":2}"#,
+            "\n\n",
+            r#"{"truck_id":"TRK-000003","ts":3}"#,
+            "\n",
+            "not json\n",
+        ),
+    )
+    .unwrap();
+    let mut s = spec(&cluster, &topology, 0, 0.0);
+    s.count = None;
+    s.options.source = SourceSpec::File(input);
+    s.options.rejects = RejectSink::File(rejects.clone());
+    let r = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!((r.sent, r.acked, r.rejected), (2, 2, 2));
+    assert_eq!(r.rejected_by_class.get("missing_code"), Some(&1));
+    assert_eq!(r.rejected_by_class.get("not_json"), Some(&1));
+    assert_eq!(std::fs::read_to_string(rejects).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_missing_dead_letter_topic_names_the_setting() {
+    let text = DOMAIN.replace("dead_letter = \"mt-c300-dlq\"", "");
+    let topology = Topology::from_toml_str(&text).unwrap();
+    let cluster = ClusterHandle::embedded(1).unwrap();
+    let s = spec(&cluster, &topology, 10, 0.0);
+    let e = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("reject_file"), "{e}");
+}

@@ -24,6 +24,20 @@ pub struct WorkerConfig {
     /// Cap on the retry delay. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Batches queued for dispatch beyond the one in flight. When full, the worker pauses its
+    /// partitions (still polling, so the group keeps it) until there is room. Default 2.
+    pub max_batches_queued: usize,
+    /// Split a batch that fails as a whole and retry the halves (Lambda's bisect-on-error), so
+    /// one bad record cannot block its neighbours. Default true.
+    pub bisect_on_error: bool,
+    /// Records older than this (by record timestamp) are dead-lettered instead of retried
+    /// again (Lambda's maximum record age). Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub max_record_age: Duration,
+    /// On shutdown, how long queued batches may take to finish before they are abandoned
+    /// (not committed: re-delivered later). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -37,7 +51,28 @@ impl WorkerConfig {
             max_attempts: 5,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            max_batches_queued: 2,
+            bisect_on_error: true,
+            max_record_age: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Checks the settings, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_max_records == 0 || self.batch_max_records > 10_000 {
+            return Err("batch_max_records must be between 1 and 10000 (Lambda's limit)".into());
+        }
+        if self.batch_max_bytes == 0 {
+            return Err("batch_max_bytes must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if self.max_batches_queued == 0 {
+            return Err("max_batches_queued must be at least 1".into());
+        }
+        Ok(())
     }
 
     /// Delay before retry number `attempt` (1-based): exponential with full jitter.

@@ -8,12 +8,15 @@
 
 mod config;
 mod dead_letter;
+mod http;
 mod metrics;
+mod settle;
 mod transport;
 mod worker;
 
 pub use config::WorkerConfig;
 pub use dead_letter::{DeadLetter, DeadLetterWriter};
+pub use http::{parse_response, HttpInvoke};
 pub use metrics::{WorkerMetrics, WorkerSnapshot};
 pub use transport::{DispatchFuture, InProcess, Transport, TransportError};
 pub use worker::{Worker, WorkerError};

@@ -25,6 +25,14 @@ pub struct WorkerMetrics {
     pub retries: AtomicU64,
     /// Dead-letter writes that failed (and were retried).
     pub dead_letter_failures: AtomicU64,
+    /// Dispatches refused with throttling (HTTP 429, Lambda TooManyRequests).
+    pub throttled: AtomicU64,
+    /// Batches split in two after failing as a whole.
+    pub bisections: AtomicU64,
+    /// Times partitions were paused for backpressure.
+    pub pauses: AtomicU64,
+    /// Partitions paused right now.
+    pub paused_partitions: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -32,6 +40,8 @@ pub struct WorkerMetrics {
 struct Inner {
     e2e: LatencyHistogram,
     dispatch: LatencyHistogram,
+    batch_fill: LatencyHistogram,
+    batch_records: u64,
     dead_letter_reasons: BTreeMap<String, u64>,
     per_partition: BTreeMap<String, BTreeMap<i32, u64>>,
 }
@@ -53,6 +63,16 @@ pub struct WorkerSnapshot {
     pub batches: u64,
     /// Retried records.
     pub retries: u64,
+    /// Throttled dispatches.
+    pub throttled: u64,
+    /// Bisected batches.
+    pub bisections: u64,
+    /// Pause events (backpressure).
+    pub pauses: u64,
+    /// Mean records per batch.
+    pub mean_batch_records: f64,
+    /// Time from a batch's first record to its dispatch, ms.
+    pub batch_fill_ms: LatencySummary,
     /// Producer timestamp header -> dispatch acknowledged, ms.
     pub e2e_latency_ms: LatencySummary,
     /// Dispatch call latency per batch, ms.
@@ -74,6 +94,13 @@ impl WorkerMetrics {
 
     pub(crate) fn record_dispatch(&self, d: std::time::Duration) {
         self.inner().dispatch.record(d);
+    }
+
+    pub(crate) fn record_batch(&self, records: usize, fill: std::time::Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut i = self.inner();
+        i.batch_fill.record(fill);
+        i.batch_records += records as u64;
     }
 
     pub(crate) fn record_consumed(&self, topic: &str, partition: i32) {
@@ -106,6 +133,12 @@ impl WorkerMetrics {
             skipped: self.skipped.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            bisections: self.bisections.load(Ordering::Relaxed),
+            pauses: self.pauses.load(Ordering::Relaxed),
+            mean_batch_records: i.batch_records as f64
+                / (self.batches.load(Ordering::Relaxed).max(1)) as f64,
+            batch_fill_ms: i.batch_fill.summary(),
             e2e_latency_ms: i.e2e.summary(),
             dispatch_latency_ms: i.dispatch.summary(),
             dead_letter_reasons: i.dead_letter_reasons.clone(),

@@ -89,13 +89,19 @@ impl ConsumerContext for GroupCtx {
         result: rdkafka::error::KafkaResult<()>,
         _offsets: &TopicPartitionList,
     ) {
-        if let Err(e) = result {
-            if !matches!(
-                e,
-                rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset
-                )
-            ) {
+        use rdkafka::error::KafkaError as E;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match result {
+            Ok(()) | Err(E::ConsumerCommit(C::NoOffset)) => {}
+            // Members leaving or joining: the next commit (or the new owner) covers it; at worst
+            // records are re-delivered, never lost.
+            Err(E::ConsumerCommit(
+                C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId,
+            )) => {
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("offset commit refused during a rebalance");
+            }
+            Err(e) => {
                 self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "offset commit failed");
             }

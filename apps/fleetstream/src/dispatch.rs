@@ -1,12 +1,199 @@
-//! `fleetstream dispatch ...` (in progress: see the issue tracker).
+//! `fleetstream dispatch ...`: the dispatcher's deployables that run from the CLI.
 
-use clap::Subcommand;
+use crate::ConfigError;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
+use fleetstream_dispatcher::server::{self, ServerConfig, Token, DEFAULT_MAX_BODY_BYTES};
+use fleetstream_dispatcher::{Dispatcher, RoutingTable};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `dispatch` subcommands.
 #[derive(Debug, Clone, Subcommand)]
-pub enum DispatchCommand {}
+pub enum DispatchCommand {
+    /// Serve the dispatcher on AWS Lambda's Invoke API, locally.
+    ///
+    /// Any AWS SDK Lambda client with an endpoint override (e.g. `aws lambda invoke
+    /// --endpoint-url http://127.0.0.1:9000 --function-name any ...`) sends Kafka events to
+    /// `POST /2015-03-31/functions/{name}/invocations` and gets back the dispatch response:
+    /// `results`, `batchItemFailures` (Kafka partial batch form) and `summary` (dispatched,
+    /// duplicates, failed, skipped, conflicts). A malformed event gets 400, a missing token 401,
+    /// an oversized body 413. `GET /metrics` serves Prometheus text.
+    ///
+    /// Idempotency keys are kept in <state-dir>/idempotency (a file store: replays after a restart
+    /// are still duplicates). Without --routes every code goes to <state-dir>/dispatched.jsonl.
+    ///
+    /// Example: fleetstream dispatch serve --listen 127.0.0.1:9000 --state-dir /var/lib/fleetstream --routes config/routes.toml
+    Serve(ServeArgs),
+}
+
+/// Flags of `dispatch serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line of output).
+    #[arg(
+        long,
+        env = "FLEETSTREAM_DISPATCH_LISTEN",
+        default_value = "127.0.0.1:9000"
+    )]
+    pub listen: SocketAddr,
+    /// Directory for the idempotency store and relative `jsonl` target paths. Created if missing.
+    /// One server per directory: the file store is single-process.
+    #[arg(long, env = "FLEETSTREAM_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Routing file (TOML: code -> targets, see config/routes.toml). Default: every code to
+    /// <state-dir>/dispatched.jsonl.
+    #[arg(long, env = "FLEETSTREAM_ROUTES")]
+    pub routes: Option<PathBuf>,
+    /// Require this bearer token on Invoke requests (`Authorization: Bearer <token>` or
+    /// `X-Fleetstream-Token: <token>`). Prefer the environment variable: flags show in `ps`.
+    #[arg(long, env = "FLEETSTREAM_DISPATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest request body (bytes; suffixes KiB, MiB, KB, MB accepted). Default 6 MiB, Lambda's
+    /// synchronous payload limit.
+    #[arg(long, env = "FLEETSTREAM_DISPATCH_MAX_BODY", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_bytes)]
+    pub max_body: usize,
+    /// Batches dispatched at once; more wait their turn (like Lambda reserved concurrency).
+    /// 0: no limit.
+    #[arg(long, env = "FLEETSTREAM_DISPATCH_CONCURRENCY", default_value_t = 0)]
+    pub concurrency: usize,
+    /// How long completed idempotency keys are remembered. Must exceed the longest redelivery
+    /// horizon (topic retention, Lambda's maximum record age: 7 days by default).
+    #[arg(long, env = "FLEETSTREAM_DISPATCH_RETENTION", default_value = "7d", value_parser = crate::cli::parse_duration)]
+    pub retention: Duration,
+}
+
+/// Parses `6291456`, `512KiB`, `6MiB`, `6MB`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 6291456, 512KiB or 6MiB"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "KB" | "kB" => 1000,
+        "MB" => 1000 * 1000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?}; use KiB, MiB, KB or MB"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
 
 /// Runs a `dispatch` subcommand.
 pub async fn run(cmd: DispatchCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        DispatchCommand::Serve(args) => serve(args).await,
+    }
+}
+
+/// Builds the dispatcher of `dispatch serve`: routes, file store under the state dir.
+pub fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+    let table = match &args.routes {
+        Some(path) => RoutingTable::load(path, &args.state_dir)
+            .map_err(|e| ConfigError(format!("--routes {}: {e}", path.display())))?,
+        None => RoutingTable::default_for_state_dir(&args.state_dir),
+    };
+    let store_config = FileStoreConfig {
+        retention: args.retention,
+        ..Default::default()
+    };
+    let store = FileStore::open(args.state_dir.join("idempotency"), store_config)
+        .context("opening the idempotency store")?;
+    let mut dispatcher =
+        Dispatcher::new(table, Arc::new(store)).context("building the dispatch targets")?;
+    if args.concurrency > 0 {
+        dispatcher = dispatcher.with_concurrency_limit(args.concurrency);
+    }
+    Ok(dispatcher)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let dispatcher = Arc::new(build_dispatcher(&args)?);
+    let token =
+        match &args.token {
+            Some(t) => Some(Token::new(t.clone()).ok_or_else(|| {
+                ConfigError("--token (FLEETSTREAM_DISPATCH_TOKEN) is empty".into())
+            })?),
+            None => None,
+        };
+    let config = ServerConfig {
+        max_body_bytes: args.max_body,
+        token,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // First line of output: scripts and tests read the address from it. A closed stdout is not
+    // a reason to stop serving: write errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "fleetstream dispatch serve: listening on http://{addr}"
+    );
+    let _ = writeln!(
+        out,
+        "  invoke:  POST http://{addr}/2015-03-31/functions/<any-name>/invocations"
+    );
+    let _ = writeln!(out, "  metrics: GET  http://{addr}/metrics");
+    let _ = out.flush();
+    drop(out);
+    let app = server::router(dispatcher, config);
+    server::serve(listener, app, shutdown_signal())
+        .await
+        .context("serving")?;
+    let _ = writeln!(std::io::stdout(), "fleetstream dispatch serve: stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("6MiB"), Ok(6 * 1024 * 1024));
+        assert_eq!(parse_bytes("2 KB"), Ok(2000));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("6GB").is_err());
+        assert!(parse_bytes("x").is_err());
+    }
 }

@@ -38,9 +38,12 @@
 
 pub mod event;
 pub mod idempotency;
+pub mod metrics;
 mod record;
 mod response;
 pub mod routes;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 pub mod targets;
 

@@ -31,6 +31,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The `outcome` label of [`fleetstream_obs::dispatch::RECORDS_TOTAL`].
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Outcome::Dispatched => "dispatched",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Conflict => "conflict",
+        }
+    }
+
     /// Whether the record reached a final state its offset may be committed past without loss.
     pub fn is_settled(&self) -> bool {
         matches!(

@@ -2,6 +2,7 @@
 
 use crate::event::{decode_event_json, from_kafka_event, DecodeError};
 use crate::idempotency::{payload_hash, Begin, IdempotencyStore};
+use crate::metrics::{BatchMetrics, DispatchMetrics};
 use crate::record::BatchRecord;
 use crate::response::{DispatchResponse, Outcome, RecordResult};
 use crate::routes::{Route, RoutingTable, TargetKind};
@@ -10,6 +11,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use fleetstream_core::{Code, TelemetryEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// A target could not be built from the routing table.
@@ -32,6 +34,7 @@ pub struct Dispatcher {
     targets: HashMap<String, Arc<dyn Target>>,
     memory: HashMap<String, Arc<MemoryTarget>>,
     limit: Option<Semaphore>,
+    metrics: Arc<DispatchMetrics>,
 }
 
 // Workers share one dispatcher: keep it `Send + Sync` (a compile error here otherwise).
@@ -54,6 +57,9 @@ impl std::fmt::Debug for Dispatcher {
 fn store_key(target: &str, id: &str) -> String {
     format!("{target}:{id}")
 }
+
+/// The result of one slice: `(target, code)`, the result, how long the delivery took.
+type DeliveryResult<'p> = ((&'p str, Code), Result<(), TargetError>, Duration);
 
 /// One target's deliveries, one slice per code, in order of first appearance.
 type CodeGroups<'d> = Vec<(Code, Vec<Delivery<'d>>)>;
@@ -135,6 +141,7 @@ impl Dispatcher {
             targets,
             memory,
             limit: None,
+            metrics: Arc::new(DispatchMetrics::default()),
         })
     }
 
@@ -155,6 +162,11 @@ impl Dispatcher {
     /// The `memory` target called `name`, to count effects.
     pub fn memory_target(&self, name: &str) -> Option<Arc<MemoryTarget>> {
         self.memory.get(name).cloned()
+    }
+
+    /// Metrics per target and code since this dispatcher was built.
+    pub fn metrics(&self) -> &DispatchMetrics {
+        &self.metrics
     }
 
     /// The routing table in use.
@@ -191,17 +203,30 @@ impl Dispatcher {
         let mut pending = Vec::new();
         // Ids seen earlier in this batch: a producer duplicate inside one batch.
         let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut metrics = BatchMetrics::default();
         for (index, record) in records.iter().enumerate() {
-            let (outcome, p) = self.prepare(index, record, &mut seen, &held).await;
+            let (outcome, p) = self
+                .prepare(index, record, &mut seen, &held, &mut metrics)
+                .await;
             outcomes[index] = outcome;
             pending.extend(p);
         }
-        let delivered = self.deliver(&records, &pending).await;
+        let mut delivered = HashMap::new();
+        for (key, result, elapsed) in self.deliver(&records, &pending).await {
+            metrics.entry(key.0, key.1).latency.observe(elapsed);
+            delivered.insert(key, result);
+        }
         for p in &pending {
             let mut failures = Vec::new();
             for target in &p.targets {
                 let key = store_key(target, &p.id);
-                match delivered.get(&(*target, p.code)) {
+                let delivered = delivered.get(&(*target, p.code));
+                let stats = metrics.entry(target, p.code);
+                match delivered {
+                    Some(Ok(())) => stats.dispatched += 1,
+                    _ => stats.failed += 1,
+                }
+                match delivered {
                     Some(Ok(())) => {
                         if let Err(e) = self.store.complete(&key).await {
                             // The effect happened; only a restart could now repeat it.
@@ -236,9 +261,11 @@ impl Dispatcher {
                     reason: "internal".into(),
                     retriable: true,
                 });
+                metrics.outcome(o.metric_label());
                 RecordResult::new(r, o)
             })
             .collect();
+        self.metrics.merge(metrics);
         let response = DispatchResponse::from_results(results);
         tracing::debug!(summary = ?response.summary, "batch dispatched");
         response
@@ -252,6 +279,7 @@ impl Dispatcher {
         record: &BatchRecord,
         seen: &mut HashMap<String, u64>,
         held: &Held,
+        metrics: &mut BatchMetrics,
     ) -> (Option<Outcome>, Option<Pending<'r>>) {
         let event = match TelemetryEvent::parse(&record.value) {
             Ok(event) => event,
@@ -292,6 +320,9 @@ impl Dispatcher {
         let hash = payload_hash(&record.value);
         if let Some(&earlier) = seen.get(&id) {
             let outcome = if earlier == hash {
+                for name in names {
+                    metrics.entry(name, code).duplicates += 1;
+                }
                 Outcome::Duplicate
             } else {
                 Outcome::Conflict
@@ -308,7 +339,7 @@ impl Dispatcher {
                     held.add(key);
                     acquired.push(name.as_str());
                 }
-                Ok(Begin::Duplicate) => {}
+                Ok(Begin::Duplicate) => metrics.entry(name, code).duplicates += 1,
                 Ok(Begin::InProgress) => {
                     blocked = Some(Outcome::Failed {
                         reason: "in_progress".into(),
@@ -359,7 +390,7 @@ impl Dispatcher {
         &self,
         records: &[BatchRecord],
         pending: &'p [Pending<'p>],
-    ) -> HashMap<(&'p str, Code), Result<(), TargetError>> {
+    ) -> Vec<DeliveryResult<'p>> {
         let mut slices: Vec<(&'p str, CodeGroups<'_>)> = Vec::new();
         for p in pending {
             let delivery = Delivery {
@@ -385,6 +416,7 @@ impl Dispatcher {
         let per_target = slices.iter().map(|(name, groups)| async move {
             let mut out = Vec::new();
             for (code, list) in groups {
+                let started = Instant::now();
                 let result = match self.targets.get(*name) {
                     Some(target) => target.deliver(*code, list).await,
                     None => Err(TargetError::Rejected { target: (*name).to_owned(), reason: "not built".into() }),
@@ -392,7 +424,7 @@ impl Dispatcher {
                 if let Err(e) = &result {
                     tracing::warn!(target_name = %name, code = code.0, records = list.len(), error = %e, "delivery failed");
                 }
-                out.push(((*name, *code), result));
+                out.push(((*name, *code), result, started.elapsed()));
             }
             out
         });

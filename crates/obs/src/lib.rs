@@ -10,6 +10,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod dispatch;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::time::Duration;

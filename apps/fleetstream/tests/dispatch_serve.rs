@@ -1,0 +1,223 @@
+//! `fleetstream dispatch serve` driven by the official AWS SDK Lambda client, as a worker's Lambda
+//! transport or any AWS tool would drive it: Invoke with an endpoint override.
+//!
+//! Runs the real binary, so the CLI wiring, the file store across restarts and the HTTP surface
+//! are all exercised.
+
+use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_lambda::error::BoxError;
+use aws_sdk_lambda::operation::invoke::InvokeError;
+use aws_sdk_lambda::primitives::Blob;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// AWS's own event JSON: three records over two topic-partitions, codes 300, 301 and 400.
+const EVENT: &str = include_str!("../../../crates/dispatcher/tests/fixtures/aws-kafka-event.json");
+const FUNCTION: &str = "fleetstream-dispatcher";
+
+/// The server process; killed (SIGKILL, no clean shutdown) on drop.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(state_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstream"))
+        .args([
+            "dispatch",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state_dir)
+        .args(extra)
+        .env_remove("FLEETSTREAM_ROUTES")
+        .env_remove("FLEETSTREAM_DISPATCH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("fleetstream starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("reads the first line");
+    // Keep draining so the server never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let endpoint = first
+        .trim()
+        .rsplit_once("listening on ")
+        .map(|(_, url)| url.to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    Server { child, endpoint }
+}
+
+/// Sends the token in `X-Fleetstream-Token`: the SDK's `Authorization` header carries SigV4.
+#[derive(Debug)]
+struct TokenHeader(&'static str);
+
+impl Intercept for TokenHeader {
+    fn name(&self) -> &'static str {
+        "TokenHeader"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-fleetstream-token", self.0);
+        Ok(())
+    }
+}
+
+async fn client(endpoint: &str, token: Option<&'static str>) -> aws_sdk_lambda::Client {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+            "AKIDFLEETSTREAMTEST",
+            "test-secret",
+            None,
+            None,
+            "fixed-test-credentials",
+        ))
+        .endpoint_url(endpoint)
+        // Plain HTTP: the local server has no TLS.
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .load()
+        .await;
+    let mut config = aws_sdk_lambda::config::Builder::from(&shared);
+    if let Some(token) = token {
+        config = config.interceptor(TokenHeader(token));
+    }
+    aws_sdk_lambda::Client::from_conf(config.build())
+}
+
+async fn invoke(client: &aws_sdk_lambda::Client, body: &str) -> serde_json::Value {
+    let out = client
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(Blob::new(body.as_bytes()))
+        .send()
+        .await
+        .expect("invoke succeeds");
+    assert_eq!(out.status_code(), 200);
+    assert_eq!(out.function_error(), None);
+    let payload = out.payload().expect("a payload").as_ref();
+    serde_json::from_slice(payload).expect("JSON payload")
+}
+
+#[tokio::test]
+async fn sdk_invoke_dispatches_once_across_replays_and_restarts() {
+    let state = tempfile::tempdir().unwrap();
+    let server = start(state.path(), &[]);
+    let lambda = client(&server.endpoint, None).await;
+
+    let first = invoke(&lambda, EVENT).await;
+    assert_eq!(first["summary"]["dispatched"], 3, "{first}");
+    assert_eq!(first["batchItemFailures"], serde_json::json!([]), "{first}");
+    let replay = invoke(&lambda, EVENT).await;
+    assert_eq!(replay["summary"]["duplicates"], 3, "{replay}");
+    assert_eq!(replay["summary"]["dispatched"], 0, "{replay}");
+
+    // Restart on the same state dir: the file store remembers. SIGKILL, so this also shows
+    // completed keys survive a crash.
+    drop(server);
+    let server = start(state.path(), &[]);
+    let lambda = client(&server.endpoint, None).await;
+    let after_restart = invoke(&lambda, EVENT).await;
+    assert_eq!(after_restart["summary"]["duplicates"], 3, "{after_restart}");
+
+    // One effect per record: the default jsonl target got each message once.
+    let written = std::fs::read_to_string(state.path().join("dispatched.jsonl")).unwrap();
+    let mut ids: Vec<String> = written
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{written}");
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{written}");
+}
+
+#[tokio::test]
+async fn malformed_event_is_a_client_error() {
+    let state = tempfile::tempdir().unwrap();
+    let server = start(state.path(), &[]);
+    let lambda = client(&server.endpoint, None).await;
+    let bad = EVENT.replacen("VFJLLTAwMDA0Mg==", "%%% not base64 %%%", 1);
+    for body in ["{\"records\": [1, 2]", bad.as_str()] {
+        let err = lambda
+            .invoke()
+            .function_name(FUNCTION)
+            .payload(Blob::new(body.as_bytes()))
+            .send()
+            .await
+            .expect_err("rejected");
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(400));
+        assert!(
+            matches!(
+                err.as_service_error(),
+                Some(InvokeError::InvalidRequestContentException(_))
+            ),
+            "{err:?}"
+        );
+    }
+    // The server is still up and nothing was dispatched by the bad requests.
+    let ok = invoke(&lambda, EVENT).await;
+    assert_eq!(ok["summary"]["dispatched"], 3, "{ok}");
+}
+
+#[tokio::test]
+async fn token_is_enforced() {
+    let state = tempfile::tempdir().unwrap();
+    let server = start(state.path(), &["--token", "t0ken"]);
+    let anonymous = client(&server.endpoint, None).await;
+    let err = anonymous
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(Blob::new(EVENT.as_bytes()))
+        .send()
+        .await
+        .expect_err("rejected without a token");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(401));
+    let wrong = client(&server.endpoint, Some("t0ke")).await;
+    let err = wrong
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(Blob::new(EVENT.as_bytes()))
+        .send()
+        .await
+        .expect_err("rejected with a wrong token");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(401));
+    let authorized = client(&server.endpoint, Some("t0ken")).await;
+    let ok = invoke(&authorized, EVENT).await;
+    assert_eq!(ok["summary"]["dispatched"], 3, "{ok}");
+}
+
+#[tokio::test]
+async fn oversized_event_gets_413() {
+    let state = tempfile::tempdir().unwrap();
+    let server = start(state.path(), &["--max-body", "1KiB"]);
+    let lambda = client(&server.endpoint, None).await;
+    let err = lambda
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(Blob::new(EVENT.as_bytes()))
+        .send()
+        .await
+        .expect_err("too large");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(413));
+}

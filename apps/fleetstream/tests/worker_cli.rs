@@ -4,29 +4,12 @@
 //! FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream_core::{MessageId, Topology};
-use fleetstream_kafka::{
-    group_lag, headers, read_topic_to_end, Admin, DeliveryHandler, DeliveryReport, KafkaProducer,
-    OutRecord, ProducerSettings,
-};
-use fleetstream_producer::{Generator, GeneratorConfig};
-use fleetstream_testkit::{cluster, unique_topology, wait_until};
+use fleetstream_kafka::{group_lag, headers, read_topic_to_end, Admin};
+use fleetstream_testkit::{cluster, produce_telemetry, unique_topology, wait_until};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Default)]
-struct Acks(AtomicU64);
-impl DeliveryHandler for Acks {
-    type Token = ();
-    fn delivered(&self, _: (), r: DeliveryReport<'_>) {
-        if r.result.is_ok() {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
 
 fn jsonl_ids(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -77,32 +60,8 @@ async fn worker_killed_mid_stream_loses_nothing_and_rereads_only_uncommitted() {
 
     // 20,000 events over both topics, keyed by the topology's composite keys.
     let n = 20_000u64;
-    let acks = Arc::new(Acks::default());
-    let producer = KafkaProducer::new(&ProducerSettings::new(conn.clone()), acks.clone()).unwrap();
-    let mut generator = Generator::new(&GeneratorConfig::default()).unwrap();
-    let (mut payload, mut key) = (Vec::new(), Vec::new());
     let run = 0xabcd_u64;
-    for seq in 0..n {
-        let code = generator.next_event(seq, &mut payload);
-        topology
-            .key_resolver()
-            .resolve_into(code, generator.last_truck(), &mut key);
-        let topic = &topology.router().route(code).name;
-        let id = MessageId { run, seq }.to_string();
-        let h: [(&str, &[u8]); 1] = [(headers::MESSAGE_ID, id.as_bytes())];
-        let rec = OutRecord {
-            topic,
-            key: Some(&key),
-            payload: &payload,
-            headers: &h,
-        };
-        while let Err((e, _)) = producer.send(rec, ()) {
-            assert!(e.is_retriable(), "{e}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-    assert_eq!(acks.0.load(Ordering::SeqCst), n);
+    assert_eq!(produce_telemetry(&conn, &topology, run, n), n);
 
     let state = dir.path().join("state");
     let dispatched = state.join("dispatched.jsonl");

@@ -64,3 +64,62 @@ pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+struct CountAcks(std::sync::atomic::AtomicU64);
+
+impl fleetstream_kafka::DeliveryHandler for CountAcks {
+    type Token = ();
+    fn delivered(&self, _: (), r: fleetstream_kafka::DeliveryReport<'_>) {
+        if r.result.is_ok() {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Produces `n` synthetic events routed and keyed by `topology`, each with message id
+/// `run-<seq>`, waits for every ack and returns how many were acked.
+pub fn produce_telemetry(
+    connection: &ConnectionSettings,
+    topology: &fleetstream_core::Topology,
+    run: u64,
+    n: u64,
+) -> u64 {
+    use fleetstream_kafka::{headers, KafkaProducer, OutRecord, ProducerSettings};
+    let acks = std::sync::Arc::new(CountAcks(Default::default()));
+    let producer = KafkaProducer::new(&ProducerSettings::new(connection.clone()), acks.clone())
+        .expect("producer");
+    let mut generator =
+        fleetstream_producer::Generator::new(&fleetstream_producer::GeneratorConfig::default())
+            .expect("generator");
+    let (mut payload, mut key) = (Vec::new(), Vec::new());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for seq in 0..n {
+        let code = generator.next_event(now, &mut payload);
+        topology
+            .key_resolver()
+            .resolve_into(code, generator.last_truck(), &mut key);
+        let topic = &topology.router().route(code).name;
+        let id = fleetstream_core::MessageId { run, seq }.to_string();
+        let at = now.to_string();
+        let h: [(&str, &[u8]); 2] = [
+            (headers::MESSAGE_ID, id.as_bytes()),
+            (headers::PRODUCED_AT, at.as_bytes()),
+        ];
+        let rec = OutRecord {
+            topic,
+            key: Some(&key),
+            payload: &payload,
+            headers: &h,
+        };
+        while let Err((e, _)) = producer.send(rec, ()) {
+            assert!(e.is_retriable(), "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(60))
+        .expect("flush");
+    acks.0.load(std::sync::atomic::Ordering::SeqCst)
+}

@@ -1,0 +1,313 @@
+//! Worker behaviour under a slow or throttling dispatcher, rebalances, and ordering.
+//! Embedded cluster by default, a real broker with FLEETSTREAM_TEST_BOOTSTRAP.
+
+use fleetstream_consumer::{
+    DispatchFuture, InProcess, Transport, TransportError, Worker, WorkerConfig, WorkerMetrics,
+};
+use fleetstream_core::{MessageId, Topology};
+use fleetstream_dispatcher::idempotency::MemoryStore;
+use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
+use fleetstream_kafka::{ClusterHandle, ConsumerSettings, ProducerSettings};
+use fleetstream_testkit::{cluster, produce_telemetry, unique_topology, wait_until};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const DOMAIN: &str = include_str!("../../../config/topology.toml");
+const ROUTES: &str = "default = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
+
+struct Fixture {
+    cluster: ClusterHandle,
+    topology: Topology,
+    dispatcher: Arc<Dispatcher>,
+    group: String,
+    topics: Vec<String>,
+}
+
+async fn fixture() -> Fixture {
+    let cluster = cluster();
+    let (_, text) = unique_topology(DOMAIN);
+    let topology = Topology::from_toml_str(&text).unwrap();
+    fleetstream_kafka::Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
+    let table = RoutingTable::from_toml_str(ROUTES, "/nonexistent").unwrap();
+    let dispatcher = Arc::new(Dispatcher::new(table, Arc::new(MemoryStore::default())).unwrap());
+    let (group, topics) = topology.groups().into_iter().next().unwrap();
+    Fixture {
+        cluster,
+        topology,
+        dispatcher,
+        group,
+        topics,
+    }
+}
+
+impl Fixture {
+    fn worker(
+        &self,
+        id: &str,
+        settings: ConsumerSettings,
+        transport: Arc<dyn Transport>,
+        m: Arc<WorkerMetrics>,
+    ) -> Worker {
+        let mut cfg = WorkerConfig::new(id);
+        cfg.batch_window = Duration::from_millis(20);
+        cfg.batch_max_records = 100;
+        cfg.max_batches_queued = 1;
+        cfg.max_attempts = 1_000; // throttling must delay, not dead-letter
+        cfg.backoff_max = Duration::from_millis(200);
+        let producer = ProducerSettings::new(self.cluster.connection().clone());
+        Worker::new(
+            cfg,
+            &settings,
+            &producer,
+            &self.topology,
+            &self.topics,
+            transport,
+            m,
+        )
+        .unwrap()
+    }
+
+    fn settings(&self) -> ConsumerSettings {
+        ConsumerSettings::new(self.cluster.connection().clone(), self.group.clone())
+    }
+
+    fn produce(&self, run: u64, n: u64) {
+        assert_eq!(
+            produce_telemetry(self.cluster.connection(), &self.topology, run, n),
+            n
+        );
+    }
+
+    /// Every id of `run` below `n` has exactly one effect in the sink.
+    fn assert_all_dispatched_once(&self, run: u64, n: u64) {
+        let sink = self.dispatcher.memory_target("sink").unwrap();
+        let ids: HashSet<String> = sink.ids().into_iter().collect();
+        let missing: Vec<u64> = (0..n)
+            .filter(|s| !ids.contains(&MessageId { run, seq: *s }.to_string()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert!(
+            ids.iter().all(|id| sink.effects(id) == 1),
+            "an id had two effects"
+        );
+    }
+}
+
+async fn wait(m: &Arc<WorkerMetrics>, settled: u64, secs: u64) -> bool {
+    let m = m.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(secs), || {
+            m.dispatched.load(Ordering::SeqCst)
+                + m.duplicates.load(Ordering::SeqCst)
+                + m.dead_lettered.load(Ordering::SeqCst)
+                >= settled
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Refuses every dispatch as throttled while `throttle` is set.
+struct Throttling {
+    inner: InProcess,
+    throttle: AtomicBool,
+    refused: AtomicU64,
+}
+
+impl Transport for Throttling {
+    fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
+        if self.throttle.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async { Err(TransportError::Throttled("429".into())) });
+        }
+        self.inner.dispatch(records)
+    }
+}
+
+/// A dispatcher throttling for longer than max.poll.interval: the worker pauses its partitions
+/// and keeps polling, so it is not evicted (no partition is revoked), then resumes and loses
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_pauses_partitions_without_eviction_or_loss() {
+    let f = fixture().await;
+    let transport = Arc::new(Throttling {
+        inner: InProcess(f.dispatcher.clone()),
+        throttle: AtomicBool::new(true),
+        refused: AtomicU64::new(0),
+    });
+    let metrics = Arc::new(WorkerMetrics::default());
+    let mut settings = f.settings();
+    settings.session_timeout = Duration::from_secs(6);
+    settings.max_poll_interval = Duration::from_secs(6);
+    let worker = f.worker("throttled", settings, transport.clone(), metrics.clone());
+    let stats = worker.group_stats();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(worker.run(stop_rx));
+
+    let run = 1;
+    let n = 3_000;
+    tokio::task::block_in_place(|| f.produce(run, n));
+    let paused = tokio::task::spawn_blocking({
+        let m = metrics.clone();
+        move || {
+            wait_until(Duration::from_secs(30), || {
+                m.paused_partitions.load(Ordering::SeqCst) > 0
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        paused,
+        "a full queue must pause partitions: {:?}",
+        metrics.snapshot()
+    );
+    // Longer than max.poll.interval (6 s): a worker that stopped polling would be evicted.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        stats.revoked.load(Ordering::SeqCst),
+        0,
+        "the worker was evicted while throttled"
+    );
+    assert_eq!(metrics.dispatched.load(Ordering::SeqCst), 0);
+    transport.throttle.store(false, Ordering::SeqCst);
+
+    assert!(wait(&metrics, n, 60).await, "{:?}", metrics.snapshot());
+    assert_eq!(
+        metrics.paused_partitions.load(Ordering::SeqCst),
+        0,
+        "resumed"
+    );
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let s = metrics.snapshot();
+    assert!(
+        s.pauses >= 1 && s.throttled >= 1 && transport.refused.load(Ordering::SeqCst) >= 1,
+        "{s:?}"
+    );
+    assert_eq!(
+        s.dead_lettered, 0,
+        "throttling delays, it does not dead-letter"
+    );
+    f.assert_all_dispatched_once(run, n);
+}
+
+/// Records every dispatched (partition, key) -> offsets, in dispatch order.
+struct Recording {
+    inner: InProcess,
+    seen: Mutex<BTreeMap<(String, i32, Vec<u8>), Vec<i64>>>,
+}
+
+impl Transport for Recording {
+    fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
+        {
+            let mut seen = self.seen.lock().unwrap();
+            for r in &records {
+                seen.entry((
+                    r.topic.clone(),
+                    r.partition,
+                    r.key.clone().unwrap_or_default(),
+                ))
+                .or_default()
+                .push(r.offset);
+            }
+        }
+        self.inner.dispatch(records)
+    }
+}
+
+/// A second worker joins and leaves mid-stream: partitions move twice, nothing is lost, no
+/// effect happens twice, and one worker alone dispatches each key in offset order.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_worker_joining_and_leaving_loses_nothing() {
+    let f = fixture().await;
+    let recording = Arc::new(Recording {
+        inner: InProcess(f.dispatcher.clone()),
+        seen: Mutex::new(BTreeMap::new()),
+    });
+    let m1 = Arc::new(WorkerMetrics::default());
+    let (stop1, rx1) = watch::channel(false);
+    let w1 = tokio::spawn(
+        f.worker("one", f.settings(), recording.clone(), m1.clone())
+            .run(rx1),
+    );
+
+    let run = 2;
+    tokio::task::block_in_place(|| f.produce(run, 4_000));
+    assert!(wait(&m1, 4_000, 60).await);
+    // Per-key order on a single worker: offsets strictly increase in dispatch order.
+    for ((topic, p, key), offsets) in recording.seen.lock().unwrap().iter() {
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "{topic}/{p} key {:?} out of order: {offsets:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+
+    let m2 = Arc::new(WorkerMetrics::default());
+    let (stop2, rx2) = watch::channel(false);
+    let worker2 = f.worker(
+        "two",
+        f.settings(),
+        Arc::new(InProcess(f.dispatcher.clone())),
+        m2.clone(),
+    );
+    let stats2 = worker2.group_stats();
+    let w2 = tokio::spawn(worker2.run(rx2));
+    let assigned = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(30), || {
+            stats2.assigned.load(Ordering::SeqCst) > 0
+        })
+    })
+    .await
+    .unwrap();
+    assert!(assigned, "the second worker never got a partition");
+    // More records while the group has two members, then the second one leaves.
+    tokio::task::block_in_place(|| f.produce(run + 1, 4_000));
+    let joined = tokio::task::spawn_blocking({
+        let m2 = m2.clone();
+        move || {
+            wait_until(Duration::from_secs(30), || {
+                m2.consumed.load(Ordering::SeqCst) > 0
+            })
+        }
+    })
+    .await
+    .unwrap();
+    stop2.send(true).unwrap();
+    w2.await.unwrap().unwrap();
+    tokio::task::block_in_place(|| f.produce(run + 2, 4_000));
+
+    let total = |m: &WorkerMetrics| {
+        m.dispatched.load(Ordering::SeqCst) + m.duplicates.load(Ordering::SeqCst)
+    };
+    let done = tokio::task::spawn_blocking({
+        let (m1, m2) = (m1.clone(), m2.clone());
+        move || {
+            wait_until(Duration::from_secs(90), || {
+                total(&m1) + total(&m2) >= 12_000
+            })
+        }
+    })
+    .await
+    .unwrap();
+    stop1.send(true).unwrap();
+    w1.await.unwrap().unwrap();
+    assert!(done, "one {:?} two {:?}", m1.snapshot(), m2.snapshot());
+    assert!(joined, "the second worker never consumed a record");
+    for r in [run, run + 1, run + 2] {
+        f.assert_all_dispatched_once(r, 4_000);
+    }
+}

@@ -135,6 +135,11 @@ pub struct DemoArgs {
         default_value = "murmur2_random"
     )]
     pub partitioner: String,
+    /// Fraction of events the generator makes malformed on purpose (bad JSON, missing or
+    /// non-numeric code, invalid UTF-8, oversize, schema-invalid); every one must end up in a
+    /// dead-letter topic.
+    #[arg(long, env = "FLEETSTREAM_POISON_RATE", default_value_t = 0.0)]
+    pub poison_rate: f64,
     /// Routing file of the in-process dispatcher. Default: built-in config/routes-demo.toml.
     #[arg(long, env = "FLEETSTREAM_ROUTES")]
     pub routes: Option<PathBuf>,

@@ -40,6 +40,10 @@ pub struct DemoSummary {
     pub acked: u64,
     /// Messages whose delivery failed at the producer.
     pub producer_failed: u64,
+    /// Malformed events the generator made on purpose (`--poison-rate`).
+    pub poison_injected: u64,
+    /// Events the producer rejected (no extractable code) and dead-lettered itself.
+    pub producer_rejected: u64,
     /// Records read by the workers (redeliveries included).
     pub consumed: u64,
     /// Distinct message ids with a dispatch effect in a sink.
@@ -102,6 +106,12 @@ fn validate(args: &DemoArgs) -> anyhow::Result<(Option<KeyStrategy>, Partitioner
         bail!(ConfigError(
             "--workers (FLEETSTREAM_WORKERS) must be at least 1".into()
         ));
+    }
+    if !(0.0..=1.0).contains(&args.poison_rate) {
+        bail!(ConfigError(format!(
+            "--poison-rate (FLEETSTREAM_POISON_RATE) must be a fraction in [0, 1], got {}",
+            args.poison_rate
+        )));
     }
     if args.trucks == 0 {
         bail!(ConfigError(
@@ -247,6 +257,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         generator: GeneratorConfig {
             trucks: args.trucks,
             seed: args.seed,
+            poison_rate: args.poison_rate,
             ..GeneratorConfig::default()
         },
         rate: SharedRate::new(args.rate),
@@ -359,6 +370,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         produced: report.sent,
         acked: report.acked,
         producer_failed: report.failed,
+        poison_injected: report.poison_injected,
+        producer_rejected: report.rejected,
         consumed: w.consumed,
         dispatched: ledger_report.dispatched,
         duplicates_suppressed: w.duplicates,
@@ -454,6 +467,12 @@ fn print_summary(s: &DemoSummary) {
         "duplicates suppressed", s.duplicates_suppressed
     );
     println!("{:<24} {:>12}", "dead-lettered", s.dead_lettered);
+    if s.poison_injected > 0 {
+        println!(
+            "{:<24} {:>12} ({} rejected by the producer)",
+            "poison injected", s.poison_injected, s.producer_rejected
+        );
+    }
     println!("{:<24} {:>12}", "lost (id ledger)", s.lost);
     println!(
         "{:<24} {:>12.1} msg/s (target {})",

@@ -29,6 +29,7 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
         key_strategy: None,
         partitioner: "murmur2_random".into(),
         routes: None,
+        poison_rate: 0.0,
         drain_timeout: Duration::from_secs(60),
         json: Some(json.to_path_buf()),
         quiet: true,
@@ -119,6 +120,34 @@ async fn hybrid_demo_gives_high_priority_its_own_group() {
     assert!(s
         .per_partition
         .contains_key(&format!("{prefix}-high_priority_events")));
+}
+
+/// Issue 4's demo criterion, small: every poison event ends up dead-lettered, nothing else
+/// does, and nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_events_all_end_up_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, text).unwrap();
+    let mut args = demo_args(&topo, &dir.path().join("s.json"));
+    args.poison_rate = 0.01;
+    let s = fleetstream::demo::run(args).await.unwrap();
+    assert!(s.poison_injected >= 50, "{s:?}");
+    assert!(
+        s.producer_rejected > 0 && s.producer_rejected < s.poison_injected,
+        "some poison has a valid code and reaches the workers: {s:?}"
+    );
+    assert_eq!(
+        s.dead_lettered, s.poison_injected,
+        "{:?}",
+        s.dead_letter_reasons
+    );
+    assert_eq!(s.lost, 0);
+    assert_eq!(
+        s.dispatched + s.dead_lettered,
+        s.acked + s.producer_rejected
+    );
 }
 
 fn fleetstream() -> Command {

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config_file;
 pub mod demo;
 pub mod dispatch;
 pub mod produce;

@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 pub mod dispatch;
+pub mod producer;
+pub mod prometheus;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -54,6 +56,16 @@ impl LatencyHistogram {
     pub fn merge(&mut self, other: &LatencyHistogram) {
         // Same bounds on both sides, so adding cannot fail; ignore the impossible error.
         let _ = self.inner.add(&other.inner);
+    }
+
+    /// Samples at or below `micros`, for Prometheus buckets (exact to 3 significant digits).
+    pub fn count_at_or_below_micros(&self, micros: u64) -> u64 {
+        self.inner.count_between(0, micros.min(MAX_MICROS))
+    }
+
+    /// Sum of the samples in seconds (from the histogram's buckets).
+    pub fn sum_seconds(&self) -> f64 {
+        self.inner.mean() * self.inner.len() as f64 / 1e6
     }
 
     /// Number of samples.

@@ -2,6 +2,7 @@
 //! errors by class, per-partition counts. Fed by librdkafka's delivery reports.
 
 use fleetstream_kafka::{DeliveryHandler, DeliveryReport};
+use fleetstream_obs::prometheus::{Exposition, HistogramSample};
 use fleetstream_obs::{LatencyHistogram, LatencySummary};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -139,6 +140,129 @@ impl ProducerMetrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+impl ProducerMetrics {
+    /// Writes every producer metric into a Prometheus exposition (names in
+    /// [`fleetstream_obs::producer`]). The caller adds the rate gauges it owns.
+    pub fn write_prometheus(&self, e: &mut Exposition) {
+        use fleetstream_obs::producer as n;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        e.counter(
+            n::SENT_TOTAL,
+            "Messages handed to librdkafka for the source topics.",
+            &[],
+            get(&self.sent),
+        );
+        e.counter(
+            n::SENT_BYTES_TOTAL,
+            "Payload bytes handed to librdkafka.",
+            &[],
+            get(&self.sent_bytes),
+        );
+        e.counter(
+            n::ACKED_TOTAL,
+            "Messages acknowledged by the cluster (acks=all).",
+            &[],
+            get(&self.acked),
+        );
+        let failures = self.failures();
+        if failures.is_empty() {
+            e.counter(
+                n::FAILED_TOTAL,
+                "Deliveries failed after librdkafka's retries, by class.",
+                &[("class", "none")],
+                0.0,
+            );
+        }
+        for (class, v) in failures {
+            e.counter(
+                n::FAILED_TOTAL,
+                "Deliveries failed after librdkafka's retries, by class.",
+                &[("class", class)],
+                v as f64,
+            );
+        }
+        let rejected = self.rejected_by_class();
+        if rejected.is_empty() {
+            e.counter(
+                n::REJECTED_TOTAL,
+                "Events rejected before sending (no extractable code), by class.",
+                &[("class", "none")],
+                0.0,
+            );
+        }
+        for (class, v) in rejected {
+            e.counter(
+                n::REJECTED_TOTAL,
+                "Events rejected before sending (no extractable code), by class.",
+                &[("class", class)],
+                v as f64,
+            );
+        }
+        e.counter(
+            n::REJECTS_WRITTEN_TOTAL,
+            "Rejected events written to the reject file or acked on the dead-letter topic.",
+            &[],
+            get(&self.rejects_written),
+        );
+        e.counter(
+            n::POISON_INJECTED_TOTAL,
+            "Malformed events injected on purpose (poison rate).",
+            &[],
+            get(&self.poison_injected),
+        );
+        e.counter(
+            n::RETRIES_TOTAL,
+            "Produce request retries (librdkafka statistics).",
+            &[],
+            get(&self.retries),
+        );
+        e.counter(
+            n::QUEUE_FULL_TOTAL,
+            "Times librdkafka's queue was full and the producer waited.",
+            &[],
+            get(&self.queue_full_events),
+        );
+        e.counter(
+            n::QUEUE_FULL_WAIT_SECONDS_TOTAL,
+            "Seconds spent waiting on a full librdkafka queue.",
+            &[],
+            get(&self.queue_full_wait_ns) / 1e9,
+        );
+        e.gauge(
+            n::QUEUE_DEPTH,
+            "Records in librdkafka's queue, not yet acknowledged.",
+            &[],
+            get(&self.queue_depth),
+        );
+        let (send, intended) = {
+            let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                HistogramSample::from_latency(&h.from_send, &n::ACK_LATENCY_BUCKETS_SECONDS),
+                HistogramSample::from_latency(&h.from_intended, &n::ACK_LATENCY_BUCKETS_SECONDS),
+            )
+        };
+        let help = "Ack latency: delivery report minus the send (clock=send) or minus the intended send time (clock=intended).";
+        e.histogram(n::ACK_LATENCY_SECONDS, help, &[("clock", "send")], &send);
+        e.histogram(
+            n::ACK_LATENCY_SECONDS,
+            help,
+            &[("clock", "intended")],
+            &intended,
+        );
+        for (topic, parts) in self.per_partition() {
+            for (p, v) in parts {
+                let p = p.to_string();
+                e.counter(
+                    n::PARTITION_ACKED_TOTAL,
+                    "Acknowledged messages per topic and partition.",
+                    &[("topic", &topic), ("partition", &p)],
+                    v as f64,
+                );
+            }
+        }
     }
 }
 

@@ -153,6 +153,10 @@ pub struct ProducerReport {
     pub rate_achieved: f64,
     /// Producing window, seconds (start to last send).
     pub producing_secs: f64,
+    /// Start to the last delivery report, seconds (the flush included).
+    pub total_secs: f64,
+    /// Acked messages per second over `total_secs`: throughput including the wait for acks.
+    pub acked_per_sec: f64,
     /// Payload MB/s over the producing window.
     pub mb_per_sec: f64,
     /// Ack latency from the actual send, ms.
@@ -338,7 +342,7 @@ pub fn run(
         Ordering::Relaxed,
     );
     metrics.queue_depth.store(0, Ordering::Relaxed);
-    Ok(report(&shared, window))
+    Ok(report(&shared, window, start.elapsed()))
 }
 
 /// Finds the code, reading past an oversize event's limit: an oversize event with a code is
@@ -537,10 +541,12 @@ fn send(
     Ok(())
 }
 
-fn report(sh: &Shared<'_>, window: Duration) -> ProducerReport {
+fn report(sh: &Shared<'_>, window: Duration, total: Duration) -> ProducerReport {
     let (spec, m) = (sh.spec, sh.metrics);
     let secs = window.as_secs_f64().max(1e-9);
+    let total = total.as_secs_f64().max(1e-9);
     let sent = m.sent.load(Ordering::Relaxed);
+    let acked = m.acked.load(Ordering::Relaxed);
     let AckLatency {
         from_send,
         from_intended,
@@ -549,7 +555,7 @@ fn report(sh: &Shared<'_>, window: Duration) -> ProducerReport {
         run_id: format!("{:016x}", spec.run_id),
         threads: spec.options.threads,
         sent,
-        acked: m.acked.load(Ordering::Relaxed),
+        acked,
         failed: m.failed.load(Ordering::Relaxed),
         rejected: m.rejected.load(Ordering::Relaxed),
         rejected_by_class: m.rejected_by_class(),
@@ -563,6 +569,8 @@ fn report(sh: &Shared<'_>, window: Duration) -> ProducerReport {
         rate_target: spec.rate.get(),
         rate_achieved: sent as f64 / secs,
         producing_secs: secs,
+        total_secs: total,
+        acked_per_sec: acked as f64 / total,
         mb_per_sec: m.sent_bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
         ack_latency_ms: from_send,
         ack_latency_intended_ms: from_intended,

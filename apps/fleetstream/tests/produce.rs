@@ -1,0 +1,269 @@
+//! `fleetstream produce` at the command line: on the embedded cluster by default, on a real
+//! broker when FLEETSTREAM_TEST_BOOTSTRAP is set (the scale-out test needs the real broker and
+//! says why it skips otherwise).
+
+use fleetstream_kafka::{group_lag, ConnectionSettings};
+use fleetstream_testkit::{is_real_broker, unique_topology, TEST_BOOTSTRAP};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The binary with a clean `FLEETSTREAM_*` environment (so the caller's settings cannot leak).
+fn fleetstream() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fleetstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLEETSTREAM_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn bootstrap() -> Option<String> {
+    std::env::var(TEST_BOOTSTRAP)
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+}
+
+/// A topology with random topic names, and the cluster flag for the cluster under test.
+struct Setup {
+    dir: tempfile::TempDir,
+    topology: PathBuf,
+    prefix: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (prefix, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+        let topology = dir.path().join("topology.toml");
+        std::fs::write(&topology, text).unwrap();
+        Setup {
+            dir,
+            topology,
+            prefix,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `fleetstream produce` on the cluster under test with this topology, quiet.
+    fn produce(&self, extra: &[&str]) -> Command {
+        let mut c = fleetstream();
+        c.arg("produce").arg("--quiet");
+        match bootstrap() {
+            Some(b) => c.args(["--bootstrap", &b]),
+            None => c.arg("--embedded"),
+        };
+        c.arg("--topology").arg(&self.topology).args(extra);
+        c
+    }
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn summary(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary lacks {key}: {v}"))
+}
+
+#[test]
+fn count_is_exact_and_every_sent_message_is_acked() {
+    let s = Setup::new();
+    let json = s.path("m.json");
+    ok(
+        s.produce(&["--rate", "0", "--count", "3000", "--threads", "2", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap(),
+    );
+    let v = summary(&json);
+    assert_eq!(u(&v, "sent"), 3000);
+    assert_eq!(u(&v, "acked"), u(&v, "sent"));
+    assert_eq!(u(&v, "failed"), 0);
+    assert_eq!(u(&v, "rejected"), 0);
+    for clock in ["ack_latency_ms", "ack_latency_intended_ms"] {
+        for p in ["p50", "p99", "p999", "max"] {
+            assert!(v[clock][p].is_number(), "{clock}.{p} missing: {v}");
+        }
+    }
+    assert!(v["rate_achieved"].is_number());
+    let per_partition: u64 = v["per_partition"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_partition, 3000);
+}
+
+#[test]
+fn rejects_are_counted_and_written_to_the_reject_file() {
+    let s = Setup::new();
+    let (json, rejects) = (s.path("r.json"), s.path("rejects.jsonl"));
+    ok(
+        s.produce(&["--rate", "0", "--count", "2400", "--poison-rate", "0.05"])
+            .arg("--reject-file")
+            .arg(&rejects)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap(),
+    );
+    let v = summary(&json);
+    let rejected = u(&v, "rejected");
+    // 5% of 2,400 is 120 poison events, 4 of every 6 kinds have no code.
+    assert_eq!(u(&v, "poison_injected"), 120);
+    assert_eq!(rejected, 80);
+    assert_eq!(u(&v, "sent") + rejected, 2400);
+    assert_eq!(u(&v, "acked"), u(&v, "sent"));
+    assert_eq!(u(&v, "rejects_written"), rejected);
+    let lines = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(lines.lines().count() as u64, rejected);
+    for line in lines.lines() {
+        let l: Value = serde_json::from_str(line).unwrap();
+        let reason = l["reason"].as_str().unwrap();
+        assert!(v["rejected_by_class"][reason].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn config_file_sits_under_environment_and_flags() {
+    let s = Setup::new();
+    let config = s.path("produce.toml");
+    std::fs::write(
+        &config,
+        "rate = 0\ncount = 100\nkey-strategy = \"truck\"\npartitioner = \"consistent_random\"\n",
+    )
+    .unwrap();
+    let run = |cmd: &mut Command, name: &str| -> Value {
+        let json = s.path(name);
+        ok(cmd
+            .arg("--config")
+            .arg(&config)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap());
+        summary(&json)
+    };
+    // File over defaults.
+    let v = run(&mut s.produce(&[]), "a.json");
+    assert_eq!(u(&v, "sent"), 100);
+    assert_eq!(v["key_strategy"], "truck");
+    assert_eq!(v["partitioner"], "consistent_random");
+    // Environment over the file.
+    let v = run(s.produce(&[]).env("FLEETSTREAM_COUNT", "150"), "b.json");
+    assert_eq!(u(&v, "sent"), 150);
+    // Flags over the environment.
+    let v = run(
+        s.produce(&["--count", "170", "--key-strategy", "code"])
+            .env("FLEETSTREAM_COUNT", "150"),
+        "c.json",
+    );
+    assert_eq!(u(&v, "sent"), 170);
+    assert_eq!(v["key_strategy"], "code");
+}
+
+#[test]
+fn bad_configuration_names_its_key_and_exits_2() {
+    let s = Setup::new();
+    let config = s.path("bad.toml");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("rte = 5\n", &[], "unknown key `rte`"),
+        ("count = \"lots\"\n", &[], "--count"),
+        ("count = 10\nthreads = 0\n", &[], "--threads"),
+        ("count = 10\n", &["--ramp", "fast"], "--ramp"),
+        ("count = 10\n", &["--partitioner", "java"], "--partitioner"),
+    ];
+    for (file, flags, named) in cases {
+        std::fs::write(&config, file).unwrap();
+        let out = s
+            .produce(flags)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file:?} {flags:?}: {err}");
+        assert!(err.contains(named), "{file:?} {flags:?}: {err}");
+    }
+    // No cluster chosen at all.
+    let out = fleetstream()
+        .args(["produce", "--count", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--embedded"));
+}
+
+/// The notes' phase 2: a second producer process with the same configuration, same topics,
+/// same keys. Both complete with every message acked and the topics hold exactly the sum.
+#[test]
+fn two_producer_processes_with_the_same_configuration_scale_out() {
+    let Some(b) = bootstrap() else {
+        eprintln!(
+            "skipped: scale-out needs a real broker; run `scripts/kafka start` and set {TEST_BOOTSTRAP}=127.0.0.1:9092"
+        );
+        return;
+    };
+    assert!(is_real_broker());
+    let s = Setup::new();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            let json = s.path(&format!("p{i}.json"));
+            let child = s
+                .produce(&["--rate", "4000", "--count", "20000", "--threads", "2"])
+                .arg("--json")
+                .arg(&json)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, json)
+        })
+        .collect();
+    let mut acked = 0;
+    let mut runs = Vec::new();
+    for (child, json) in children {
+        ok(child.wait_with_output().unwrap());
+        let v = summary(&json);
+        assert_eq!(u(&v, "sent"), 20_000);
+        assert_eq!(u(&v, "acked"), u(&v, "sent"));
+        assert_eq!(u(&v, "failed"), 0);
+        acked += u(&v, "acked");
+        runs.push(v["run_id"].as_str().unwrap().to_string());
+    }
+    assert_ne!(runs[0], runs[1], "each process has its own run id");
+    let topics = vec![
+        format!("{}-mt-c400", s.prefix),
+        format!("{}-mt-c300", s.prefix),
+    ];
+    let lag = group_lag(
+        &ConnectionSettings::plaintext(b),
+        &format!("{}-audit", s.prefix),
+        &topics,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let written: i64 = lag.iter().map(|p| p.high_watermark).sum();
+    assert_eq!(written as u64, acked, "{lag:?}");
+}

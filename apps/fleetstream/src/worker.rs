@@ -5,7 +5,9 @@ use crate::cli::{parse_duration, ClusterArgs, TopologyArgs};
 use crate::{connect, load_topology, ConfigError};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use fleetstream_consumer::{HttpInvoke, InProcess, Transport, Worker, WorkerConfig, WorkerMetrics};
+use fleetstream_consumer::{
+    HttpInvoke, InProcess, LambdaInvoke, Transport, Worker, WorkerConfig, WorkerMetrics,
+};
 use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{group_lag, ConsumerSettings, ProducerSettings};
@@ -22,6 +24,9 @@ pub enum TransportKind {
     InProcess,
     /// HTTP POST of the Lambda Kafka event to `fleetstream dispatch serve` (--dispatch-url).
     Http,
+    /// AWS Lambda Invoke through the AWS SDK (--dispatch-function; --lambda-endpoint for a
+    /// runtime emulator or `fleetstream dispatch serve`).
+    Lambda,
 }
 
 /// `fleetstream worker` flags.
@@ -66,13 +71,17 @@ pub struct WorkerArgs {
     /// Base URL of `fleetstream dispatch serve`, e.g. http://127.0.0.1:9100.
     #[arg(long, env = "FLEETSTREAM_DISPATCH_URL")]
     pub dispatch_url: Option<String>,
-    /// Function name in the Invoke path.
+    /// Function name in the Invoke path (the Lambda function for --transport lambda).
     #[arg(
         long,
         env = "FLEETSTREAM_DISPATCH_FUNCTION",
         default_value = "fleetstream-dispatcher"
     )]
     pub dispatch_function: String,
+    /// Endpoint override for the Lambda transport (an http:// runtime emulator or
+    /// `fleetstream dispatch serve`).
+    #[arg(long, env = "FLEETSTREAM_LAMBDA_ENDPOINT")]
+    pub lambda_endpoint: Option<String>,
     /// Bearer token for `dispatch serve --token`.
     #[arg(long, env = "FLEETSTREAM_DISPATCH_TOKEN", hide_env_values = true)]
     pub dispatch_token: Option<String>,
@@ -183,6 +192,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 .map_err(|e| ConfigError(format!("--dispatch-url: {e}")))?,
             )
         }
+        TransportKind::Lambda => Arc::new(
+            LambdaInvoke::new(&args.dispatch_function, args.lambda_endpoint.as_deref())
+                .await
+                .map_err(|e| ConfigError(format!("--transport lambda: {e}")))?,
+        ),
     };
 
     let cluster = connect(&args.cluster)?;

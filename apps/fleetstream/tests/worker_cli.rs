@@ -20,6 +20,16 @@ fn jsonl_ids(path: &Path) -> Vec<String> {
 }
 
 fn spawn_worker(bootstrap: &str, topology: &Path, state: &Path, json: &Path) -> Child {
+    spawn_worker_with(bootstrap, topology, state, json, &[])
+}
+
+fn spawn_worker_with(
+    bootstrap: &str,
+    topology: &Path,
+    state: &Path,
+    json: &Path,
+    extra: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fleetstream"))
         .args([
             "worker",
@@ -31,6 +41,7 @@ fn spawn_worker(bootstrap: &str, topology: &Path, state: &Path, json: &Path) -> 
             "200",
             "--quiet",
         ])
+        .args(extra)
         .arg("--topology")
         .arg(topology)
         .arg("--state-dir")
@@ -150,4 +161,88 @@ async fn worker_killed_mid_stream_loses_nothing_and_rereads_only_uncommitted() {
         repeated <= 3 * 200,
         "{repeated} ids had more than one effect"
     );
+}
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// producer -> Kafka -> worker (Lambda transport, AWS SDK) -> `dispatch serve` (Lambda's Invoke
+/// API) -> JSON-lines target: every id dispatched exactly once, offsets committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_invokes_the_dispatcher_through_the_lambda_api() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topology_path = dir.path().join("topology.toml");
+    std::fs::write(&topology_path, &text).unwrap();
+    let topology = Topology::from_toml_str(&text).unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
+    let conn = cluster.connection().clone();
+
+    let port = free_port();
+    let serve_state = dir.path().join("serve");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_fleetstream"))
+        .args([
+            "dispatch",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state-dir")
+        .arg(&serve_state)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+
+    let n = 3_000u64;
+    let run = 0x1a4b_u64;
+    assert_eq!(produce_telemetry(&conn, &topology, run, n), n);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut worker = spawn_worker_with(
+        &conn.bootstrap,
+        &topology_path,
+        &dir.path().join("worker-state"),
+        &dir.path().join("w.json"),
+        &["--transport", "lambda", "--lambda-endpoint", &endpoint],
+    );
+    let group = topology.groups().into_keys().next().unwrap();
+    let topics: Vec<String> = topology.source_topics().map(|t| t.name.clone()).collect();
+    let drained = wait_until(Duration::from_secs(90), || {
+        group_lag(&conn, &group, &topics, Duration::from_secs(5))
+            .is_ok_and(|l| l.iter().all(|p| p.lag == 0))
+    });
+    Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success());
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert!(drained, "the worker did not commit everything");
+
+    let ids = jsonl_ids(&serve_state.join("dispatched.jsonl"));
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "an id was dispatched twice");
+    for seq in 0..n {
+        assert!(
+            unique.contains(&MessageId { run, seq }.to_string()),
+            "id {seq} not dispatched"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("w.json")).unwrap()).unwrap();
+    assert_eq!(summary["metrics"]["dispatched"].as_u64(), Some(n));
 }

@@ -9,6 +9,7 @@
 mod config;
 mod dead_letter;
 mod http;
+mod lambda;
 mod metrics;
 mod settle;
 mod transport;
@@ -17,6 +18,7 @@ mod worker;
 pub use config::WorkerConfig;
 pub use dead_letter::{DeadLetter, DeadLetterWriter};
 pub use http::{parse_response, HttpInvoke};
+pub use lambda::LambdaInvoke;
 pub use metrics::{WorkerMetrics, WorkerSnapshot};
 pub use transport::{DispatchFuture, InProcess, Transport, TransportError};
 pub use worker::{Worker, WorkerError};

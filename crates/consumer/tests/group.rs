@@ -204,10 +204,13 @@ async fn throttling_pauses_partitions_without_eviction_or_loss() {
     f.assert_all_dispatched_once(run, n);
 }
 
+/// (topic, partition, key).
+type PartitionKey = (String, i32, Vec<u8>);
+
 /// Records every dispatched (partition, key) -> offsets, in dispatch order.
 struct Recording {
     inner: InProcess,
-    seen: Mutex<BTreeMap<(String, i32, Vec<u8>), Vec<i64>>>,
+    seen: Mutex<BTreeMap<PartitionKey, Vec<i64>>>,
 }
 
 impl Transport for Recording {

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod produce;
 mod topics;
 pub mod worker;
+mod worker_metrics;
 
 use anyhow::{bail, Context};
 use cli::{ClusterArgs, Command, TopicsCommand, TopologyArgs};

@@ -115,6 +115,10 @@ pub struct WorkerArgs {
     /// Write a JSON summary (counters, latencies, lag per partition) here on exit.
     #[arg(long, env = "FLEETSTREAM_JSON")]
     pub json: Option<PathBuf>,
+    /// Serve Prometheus metrics (counters, latency histograms, lag per partition) at
+    /// http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "FLEETSTREAM_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -216,6 +220,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(worker.run(stop_rx));
 
+    // Lag per partition, the SLO: refreshed every 5 s for the exporter and progress lines.
+    let lag: crate::worker_metrics::SharedLag = Default::default();
+    let _exporter = match args.metrics_addr {
+        Some(addr) => {
+            let server = crate::worker_metrics::start(addr, metrics.clone(), lag.clone())
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            println!("metrics: http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -232,12 +247,20 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: settling and leaving the group"); break; }
             _ = term.recv() => { eprintln!("SIGTERM: settling and leaving the group"); break; }
             _ = &mut until => break,
-            _ = tick.tick() => if !args.quiet {
+            _ = tick.tick() => {
+                let (conn, group, topics, shared) = (conn.clone(), group.clone(), topics.clone(), lag.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Ok(l) = group_lag(&conn, &group, &topics, Duration::from_secs(5)) {
+                        *shared.lock().unwrap_or_else(|p| p.into_inner()) = l;
+                    }
+                });
+                if args.quiet { continue; }
                 let s = metrics.snapshot();
+                let total_lag: i64 = lag.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|l| l.lag).sum();
                 eprintln!(
-                    "[{:>5.0}s] consumed {} dispatched {} dup {} dlq {} retries {} paused {} | e2e p99 {:.1} ms",
+                    "[{:>5.0}s] consumed {} dispatched {} dup {} dlq {} retries {} paused {} lag {} | e2e p99 {:.1} ms",
                     started.elapsed().as_secs_f64(), s.consumed, s.dispatched, s.duplicates, s.dead_lettered, s.retries,
-                    metrics.paused_partitions.load(Ordering::Relaxed), s.e2e_latency_ms.p99
+                    metrics.paused_partitions.load(Ordering::Relaxed), total_lag, s.e2e_latency_ms.p99
                 );
             },
         }

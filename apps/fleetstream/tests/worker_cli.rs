@@ -246,3 +246,54 @@ async fn worker_invokes_the_dispatcher_through_the_lambda_api() {
         serde_json::from_slice(&std::fs::read(dir.path().join("w.json")).unwrap()).unwrap();
     assert_eq!(summary["metrics"]["dispatched"].as_u64(), Some(n));
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `--metrics-addr` serves Prometheus text with the dispatched counter and the lag gauge.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_exports_metrics_and_lag() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topology_path = dir.path().join("topology.toml");
+    std::fs::write(&topology_path, &text).unwrap();
+    let topology = Topology::from_toml_str(&text).unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
+    let conn = cluster.connection().clone();
+    assert_eq!(produce_telemetry(&conn, &topology, 9, 500), 500);
+
+    let port = free_port();
+    let mut worker = spawn_worker_with(
+        &conn.bootstrap,
+        &topology_path,
+        &dir.path().join("state"),
+        &dir.path().join("w.json"),
+        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+    );
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(60), || {
+        last = scrape(port);
+        last.contains("fleetstream_worker_dispatched_total 500")
+            && last.contains("fleetstream_worker_lag{topic=")
+            && last.contains("fleetstream_worker_e2e_latency_seconds_bucket")
+    });
+    Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success());
+    assert!(ok, "metrics never showed the work:\n{last}");
+}

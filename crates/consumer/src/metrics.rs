@@ -122,6 +122,17 @@ impl WorkerMetrics {
             .or_default() += 1;
     }
 
+    /// Copies of the end-to-end and dispatch latency histograms (for exporters).
+    pub fn histograms(
+        &self,
+    ) -> (
+        fleetstream_obs::LatencyHistogram,
+        fleetstream_obs::LatencyHistogram,
+    ) {
+        let i = self.inner();
+        (i.e2e.clone(), i.dispatch.clone())
+    }
+
     /// A consistent-enough snapshot.
     pub fn snapshot(&self) -> WorkerSnapshot {
         let i = self.inner();

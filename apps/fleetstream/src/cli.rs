@@ -39,6 +39,9 @@ pub enum Command {
     /// The dispatcher: route records by code to targets, idempotently.
     #[command(subcommand)]
     Dispatch(crate::dispatch::DispatchCommand),
+    /// Benchmarks that print numbers for docs/BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// `topics` subcommands.

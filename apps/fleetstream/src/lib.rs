@@ -2,6 +2,7 @@
 //! subcommand validates its flags into library types, runs, and prints.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod config_file;
 pub mod demo;
@@ -38,6 +39,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Command::Produce(args) => produce::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Dispatch(cmd) => dispatch::run(cmd).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     })
 }

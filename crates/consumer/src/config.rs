@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     /// Batches queued for dispatch beyond the one in flight. When full, the worker pauses its
     /// partitions (still polling, so the group keeps it) until there is room. Default 2.
     pub max_batches_queued: usize,
+    /// How long a closed batch may wait for room in the queue before the worker pauses its
+    /// partitions. No polling happens meanwhile, so keep it well under the session timeout.
+    /// Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub pause_after: Duration,
     /// Split a batch that fails as a whole and retry the halves (Lambda's bisect-on-error), so
     /// one bad record cannot block its neighbours. Default true.
     pub bisect_on_error: bool,
@@ -52,6 +57,7 @@ impl WorkerConfig {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             max_batches_queued: 2,
+            pause_after: Duration::from_millis(500),
             bisect_on_error: true,
             max_record_age: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(30),

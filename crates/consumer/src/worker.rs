@@ -169,14 +169,16 @@ impl Worker {
                 };
                 batch_bytes = 0;
                 deadline = None;
-                match tx.try_send(b) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(b)) => {
-                        // The dispatcher is behind: stop fetching, keep polling.
+                // A full queue is normal while draining a backlog: wait a little for room
+                // (pausing makes librdkafka drop its prefetch and fetch again on resume). If
+                // the dispatcher stays behind, pause and keep polling.
+                match tokio::time::timeout(config.pause_after, tx.reserve()).await {
+                    Ok(Ok(permit)) => permit.send(b),
+                    Ok(Err(_)) => break,
+                    Err(_) => {
                         blocked = Some(b);
                         self.pause(&mut paused);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         }

@@ -77,6 +77,18 @@ impl Admin {
         })
     }
 
+    /// Whether the cluster is librdkafka's mock cluster: ours in this process, or one another
+    /// fleetstream process started (its cluster id says so). It has no DescribeConfigs or
+    /// CreateTopics API.
+    pub fn is_mock(&self) -> bool {
+        self.cluster.is_embedded()
+            || self
+                .client
+                .inner()
+                .fetch_cluster_id(TIMEOUT)
+                .is_some_and(|id| id.starts_with("mockCluster"))
+    }
+
     /// Number of brokers in the cluster.
     pub fn broker_count(&self) -> Result<usize, KafkaError> {
         let md = self
@@ -118,7 +130,7 @@ impl Admin {
                 retention_ms: None,
             });
         }
-        if !self.cluster.is_embedded() && !out.is_empty() {
+        if !self.is_mock() && !out.is_empty() {
             let specs: Vec<ResourceSpecifier<'_>> = out
                 .iter()
                 .map(|t| ResourceSpecifier::Topic(&t.name))
@@ -241,7 +253,7 @@ impl Admin {
                 report.unchanged.push(state.name.clone());
             }
         }
-        if self.cluster.is_embedded() {
+        if self.is_mock() {
             report.unchecked = vec!["min.insync.replicas".into(), "retention.ms".into()];
         }
         Ok(report)

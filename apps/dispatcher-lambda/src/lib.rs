@@ -1,0 +1,230 @@
+//! The fleetstream dispatcher as an AWS Lambda function behind a Kafka event source mapping
+//! (Amazon MSK or self-managed Kafka). Links no librdkafka: Lambda's pollers read Kafka.
+//!
+//! The function takes the event as a `serde_json::Value` and decodes it with
+//! [`fleetstream_dispatcher::event::decode_event_value`], not as `LambdaEvent<KafkaEvent>`:
+//! `aws_lambda_events` 1.2 loses a millisecond on many timestamps and panics on fractional ones.
+//! It answers `{"batchItemFailures": [...], "summary": {...}}`: the Kafka partial batch response
+//! (enable `ReportBatchItemFailures` on the mapping) plus counts for people and tests.
+//!
+//! Configuration, all from the environment (see [`LambdaConfig::from_env`]):
+//! - `FLEETSTREAM_ROUTES`: routing file path (e.g. `/var/task/routes.toml`); unset: the bundled
+//!   [`DEFAULT_ROUTES`], every code logged.
+//! - `FLEETSTREAM_STATE_DIR`: idempotency store directory, default `/tmp/fleetstream`.
+//! - `FLEETSTREAM_RETENTION`: how long completed keys are remembered, default `7d`.
+//!
+//! Idempotency: a [`FileStore`] under `/tmp`. Each Lambda execution environment has its own
+//! `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so this
+//! deduplicates only redeliveries that reach the same warm instance. Deduplication across
+//! instances and cold starts needs the PostgreSQL store (feature `postgres` of
+//! `fleetstream-dispatcher`), shared by every instance.
+#![warn(missing_docs)]
+
+use fleetstream_dispatcher::event::decode_event_value;
+use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig, StoreError};
+use fleetstream_dispatcher::{BatchItemFailure, Dispatcher, RoutesError, RoutingTable, Summary};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routing used when `FLEETSTREAM_ROUTES` is unset: every code to the log target.
+pub const DEFAULT_ROUTES: &str = include_str!("../routes-default.toml");
+/// Default state directory: Lambda's only writable path is `/tmp`.
+pub const DEFAULT_STATE_DIR: &str = "/tmp/fleetstream";
+
+/// Why the function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The routing file is missing or invalid.
+    #[error("routes: {0}")]
+    Routes(#[from] RoutesError),
+    /// The idempotency store could not be opened.
+    #[error("idempotency store: {0}")]
+    Store(#[from] StoreError),
+    /// A target could not be built.
+    #[error("targets: {0}")]
+    Build(#[from] fleetstream_dispatcher::BuildError),
+    /// An environment variable has a bad value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Lambda runtime failed (e.g. not running inside Lambda or an emulator).
+    #[error("lambda runtime: {0}")]
+    Runtime(String),
+}
+
+/// Why one invocation failed as a whole. Lambda then retries the whole batch (or sends it to the
+/// on-failure destination once retries are exhausted).
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The payload is not a Kafka event.
+    #[error("malformed Kafka event ({class}): {message}")]
+    MalformedEvent {
+        /// Low-cardinality class (`shape`, `base64`, `timestamp`, ...).
+        class: &'static str,
+        /// Details.
+        message: String,
+    },
+}
+
+impl From<InvokeError> for Diagnostic {
+    fn from(e: InvokeError) -> Self {
+        Diagnostic {
+            error_type: "MalformedKafkaEvent".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Settings read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaConfig {
+    /// Routing file; `None`: [`DEFAULT_ROUTES`].
+    pub routes: Option<PathBuf>,
+    /// Idempotency store and relative `jsonl` paths. Default [`DEFAULT_STATE_DIR`].
+    pub state_dir: PathBuf,
+    /// Retention of completed keys. Default 7 days (Kafka's default topic retention and Lambda's
+    /// longest maximum record age).
+    pub retention: Duration,
+}
+
+impl LambdaConfig {
+    /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`.
+    pub fn from_env() -> Result<Self, StartError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Self::from_env`] over any lookup (tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+        let non_empty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let retention = match non_empty("FLEETSTREAM_RETENTION") {
+            Some(text) => humantime_duration(&text).map_err(|message| StartError::Env {
+                name: "FLEETSTREAM_RETENTION",
+                message,
+            })?,
+            None => FileStoreConfig::default().retention,
+        };
+        Ok(Self {
+            routes: non_empty("FLEETSTREAM_ROUTES").map(PathBuf::from),
+            state_dir: non_empty("FLEETSTREAM_STATE_DIR")
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
+            retention,
+        })
+    }
+
+    /// Builds the dispatcher: routes, file store under `<state_dir>/idempotency`.
+    pub fn build(&self) -> Result<Dispatcher, StartError> {
+        let table = match &self.routes {
+            Some(path) => RoutingTable::load(path, &self.state_dir)?,
+            None => RoutingTable::from_toml_str(DEFAULT_ROUTES, &self.state_dir)?,
+        };
+        let store = FileStore::open(
+            self.state_dir.join("idempotency"),
+            FileStoreConfig {
+                retention: self.retention,
+                ..Default::default()
+            },
+        )?;
+        Ok(Dispatcher::new(table, Arc::new(store))?)
+    }
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    // `humantime_serde` is what the routing file uses; go through it for the same syntax.
+    #[derive(serde::Deserialize)]
+    struct D(#[serde(with = "humantime_serde")] Duration);
+    serde_json::from_value::<D>(serde_json::Value::String(text.to_owned()))
+        .map(|d| d.0)
+        .map_err(|e| format!("{text:?} is not a duration like 7d or 36h: {e}"))
+}
+
+/// What the function returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LambdaResponse {
+    /// Records to retry, Kafka partial batch form (read by Lambda with `ReportBatchItemFailures`).
+    pub batch_item_failures: Vec<BatchItemFailure>,
+    /// Counts by outcome (ignored by Lambda).
+    pub summary: Summary,
+}
+
+/// Handles one invocation: decode the Kafka event, dispatch, answer the partial batch response.
+/// A malformed event fails the invocation ([`InvokeError`]); per-record failures do not.
+pub async fn handle(
+    dispatcher: &Dispatcher,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<LambdaResponse, InvokeError> {
+    let request_id = event.context.request_id.clone();
+    let records = decode_event_value(event.payload).map_err(|e| {
+        tracing::error!(request_id = %request_id, class = e.class(), error = %e, "malformed Kafka event");
+        InvokeError::MalformedEvent {
+            class: e.class(),
+            message: e.to_string(),
+        }
+    })?;
+    let count = records.len();
+    let response = dispatcher.dispatch(records).await;
+    let s = response.summary;
+    tracing::info!(
+        request_id = %request_id,
+        records = count,
+        dispatched = s.dispatched,
+        duplicates = s.duplicates,
+        failed = s.failed,
+        skipped = s.skipped,
+        conflicts = s.conflicts,
+        "batch dispatched"
+    );
+    Ok(LambdaResponse {
+        batch_item_failures: response.batch_item_failures,
+        summary: s,
+    })
+}
+
+/// JSON logs on stderr (CloudWatch Logs keeps one JSON object per line). Filter:
+/// `FLEETSTREAM_LOG`, else `RUST_LOG`, else `info` (one line per batch).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("FLEETSTREAM_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_current_span(false)
+        .try_init();
+}
+
+/// Builds the dispatcher from the environment and runs the Lambda runtime loop until it fails.
+///
+/// Needs the Lambda runtime environment (`AWS_LAMBDA_RUNTIME_API`, ...): inside Lambda or a
+/// runtime interface emulator (scripts/lambda-emulator).
+pub async fn run() -> Result<(), StartError> {
+    let config = LambdaConfig::from_env()?;
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Err(StartError::Runtime(
+            "AWS_LAMBDA_RUNTIME_API is unset: run inside Lambda or under scripts/lambda-emulator"
+                .into(),
+        ));
+    }
+    let dispatcher = Arc::new(config.build()?);
+    tracing::info!(config = ?config, "dispatcher lambda starting");
+    let handler = lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let dispatcher = Arc::clone(&dispatcher);
+        async move { handle(&dispatcher, event).await }
+    });
+    lambda_runtime::run(handler)
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::*;
+use lambda_runtime::Context;
+
+const FIXTURE: &str =
+    include_str!("../../../crates/dispatcher/tests/fixtures/aws-kafka-event.json");
+
+fn event(json: &str) -> LambdaEvent<serde_json::Value> {
+    LambdaEvent::new(serde_json::from_str(json).unwrap(), Context::default())
+}
+
+fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
+    let routes = routes.map(|text| {
+        let path = dir.join("routes.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    });
+    LambdaConfig {
+        routes,
+        state_dir: dir.join("state"),
+        retention: Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test]
+async fn dispatches_once_and_answers_the_partial_batch_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "default = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
+    let dispatcher = config(dir.path(), Some(routes)).build().unwrap();
+    let first = handle(&dispatcher, event(FIXTURE)).await.unwrap();
+    assert_eq!(first.summary.dispatched, 3);
+    assert!(first.batch_item_failures.is_empty());
+    let json = serde_json::to_value(&first).unwrap();
+    assert_eq!(json["batchItemFailures"], serde_json::json!([]));
+    assert_eq!(json["summary"]["dispatched"], 3);
+    let again = handle(&dispatcher, event(FIXTURE)).await.unwrap();
+    assert_eq!(again.summary.duplicates, 3);
+    assert_eq!(dispatcher.memory_target("sink").unwrap().total(), 3);
+}
+
+#[tokio::test]
+async fn failed_records_are_listed_in_kafka_form() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only code 300 is routed: 301 and 400 are dead-lettered (non-retriable failures).
+    let routes = "[routes]\n\"300\" = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
+    let dispatcher = config(dir.path(), Some(routes)).build().unwrap();
+    let response = handle(&dispatcher, event(FIXTURE)).await.unwrap();
+    assert_eq!(
+        (response.summary.dispatched, response.summary.failed),
+        (1, 2)
+    );
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        json["batchItemFailures"],
+        serde_json::json!([
+            {"itemIdentifier": {"partition": "mt-c300-1", "offset": 16}},
+            {"itemIdentifier": {"partition": "mt-c400-0", "offset": 3}},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn malformed_event_fails_the_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let dispatcher = config(dir.path(), None).build().unwrap();
+    let bad = FIXTURE.replacen("1700000000123", "1.5", 1);
+    let err = handle(&dispatcher, event(&bad)).await.unwrap_err();
+    assert!(err.to_string().contains("timestamp"), "{err}");
+    let diagnostic = Diagnostic::from(err);
+    assert_eq!(diagnostic.error_type, "MalformedKafkaEvent");
+    let err = handle(&dispatcher, event(r#"{"records": "x"}"#))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        InvokeError::MalformedEvent { class: "shape", .. }
+    ));
+}
+
+#[tokio::test]
+async fn bundled_routes_log_every_code_and_the_store_survives_a_cold_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = config(dir.path(), None).build().unwrap();
+    assert_eq!(
+        handle(&first, event(FIXTURE))
+            .await
+            .unwrap()
+            .summary
+            .dispatched,
+        3
+    );
+    drop(first);
+    // Same /tmp (a warm environment re-initialised): still duplicates.
+    let second = config(dir.path(), None).build().unwrap();
+    assert_eq!(
+        handle(&second, event(FIXTURE))
+            .await
+            .unwrap()
+            .summary
+            .duplicates,
+        3
+    );
+}
+
+#[test]
+fn config_comes_from_the_environment() {
+    let empty = LambdaConfig::from_lookup(|_| None).unwrap();
+    assert_eq!(empty.routes, None);
+    assert_eq!(empty.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(empty.retention, Duration::from_secs(7 * 86400));
+    let set = LambdaConfig::from_lookup(|name| match name {
+        "FLEETSTREAM_ROUTES" => Some("/var/task/routes.toml".into()),
+        "FLEETSTREAM_STATE_DIR" => Some("/tmp/x".into()),
+        "FLEETSTREAM_RETENTION" => Some("36h".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(set.routes, Some(PathBuf::from("/var/task/routes.toml")));
+    assert_eq!(set.retention, Duration::from_secs(36 * 3600));
+    let bad = LambdaConfig::from_lookup(|name| {
+        (name == "FLEETSTREAM_RETENTION").then(|| "soon".to_owned())
+    })
+    .unwrap_err();
+    assert!(bad.to_string().contains("FLEETSTREAM_RETENTION"), "{bad}");
+}
+
+#[test]
+fn bad_routes_file_is_a_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = config(dir.path(), Some("default = [\"nope\"]"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, StartError::Routes(_)), "{err}");
+}

@@ -6,7 +6,9 @@ use crate::metrics::{BatchMetrics, DispatchMetrics};
 use crate::record::BatchRecord;
 use crate::response::{DispatchResponse, Outcome, RecordResult};
 use crate::routes::{Route, RoutingTable, TargetKind};
-use crate::targets::{Delivery, JsonlTarget, LogTarget, MemoryTarget, Target, TargetError};
+use crate::targets::{
+    Delivery, HttpTarget, JsonlTarget, LogTarget, MemoryTarget, Target, TargetError,
+};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use fleetstream_core::{Code, TelemetryEvent};
 use std::collections::HashMap;
@@ -126,6 +128,7 @@ impl Dispatcher {
                     m
                 }
                 TargetKind::Log => Arc::new(LogTarget::new(name)),
+                TargetKind::Http(config) => Arc::new(HttpTarget::new(name, config.clone())),
                 TargetKind::Jsonl(path) => {
                     Arc::new(JsonlTarget::open(name, path).map_err(|source| BuildError {
                         name: name.to_owned(),

@@ -49,10 +49,10 @@ pub enum TargetSpec {
     },
     /// Logs through `tracing` ([`crate::targets::LogTarget`]); no settings.
     Log {},
-    /// POSTs records to a URL. Declared so configurations can be written; not implemented yet,
-    /// so validation rejects it.
+    /// POSTs each slice (one code) as a JSON batch to a URL ([`crate::targets::HttpTarget`]):
+    /// 429 and 5xx are retried with backoff, other 4xx are permanent failures.
     Http {
-        /// Endpoint URL. Required.
+        /// Endpoint URL, `http://host:port/path` (plain HTTP). Required.
         url: String,
         /// Timeout of one request. Default `5s`.
         #[serde(default = "default_http_timeout", with = "humantime_serde")]
@@ -63,6 +63,10 @@ pub enum TargetSpec {
         /// Requests in flight at once. Default 4.
         #[serde(default = "default_http_concurrency")]
         concurrency: usize,
+        /// Wait before the first retry, doubled for each further one (at most 5 s). Default
+        /// `100ms`.
+        #[serde(default = "default_http_backoff", with = "humantime_serde")]
+        initial_backoff: Duration,
     },
 }
 
@@ -76,4 +80,8 @@ fn default_http_attempts() -> u32 {
 
 fn default_http_concurrency() -> usize {
     4
+}
+
+fn default_http_backoff() -> Duration {
+    crate::targets::DEFAULT_INITIAL_BACKOFF
 }

@@ -5,6 +5,7 @@ mod config;
 
 pub use config::{RoutesConfig, TargetSpec, UnknownCodePolicy};
 
+use crate::targets::HttpTargetConfig;
 use fleetstream_core::Code;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub enum TargetKind {
     Jsonl(PathBuf),
     /// `tracing` output.
     Log,
+    /// JSON batches POSTed to an endpoint.
+    Http(HttpTargetConfig),
 }
 
 /// Where one code goes.
@@ -128,12 +131,20 @@ impl RoutingTable {
                     return Err(invalid(format!("targets.{name}.path"), "must not be empty"));
                 }
                 TargetSpec::Jsonl { path } => TargetKind::Jsonl(state_dir.join(path)),
-                TargetSpec::Http { .. } => {
-                    return Err(invalid(
-                        format!("targets.{name}.kind"),
-                        "kind `http` is declared but not implemented yet; use `jsonl`, `log` or `memory`",
-                    ));
-                }
+                TargetSpec::Http {
+                    url,
+                    timeout,
+                    max_attempts,
+                    concurrency,
+                    initial_backoff,
+                } => TargetKind::Http(validate_http(
+                    &name,
+                    &url,
+                    timeout,
+                    max_attempts,
+                    concurrency,
+                    initial_backoff,
+                )?),
             };
             targets.insert(name, kind);
         }
@@ -197,6 +208,54 @@ impl RoutingTable {
     pub fn targets(&self) -> impl Iterator<Item = (&str, &TargetKind)> {
         self.targets.iter().map(|(n, k)| (n.as_str(), k))
     }
+}
+
+fn validate_http(
+    name: &str,
+    url: &str,
+    timeout: std::time::Duration,
+    max_attempts: u32,
+    concurrency: usize,
+    initial_backoff: std::time::Duration,
+) -> Result<HttpTargetConfig, RoutesError> {
+    let key = |field: &str| format!("targets.{name}.{field}");
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| invalid(key("url"), format!("{url:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                key("url"),
+                "https is not supported (plain HTTP client); put a TLS-terminating proxy in front",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                key("url"),
+                format!("{url:?} must start with http://"),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid(key("url"), format!("{url:?} has no host")));
+    }
+    if timeout.is_zero() {
+        return Err(invalid(key("timeout"), "must be more than 0"));
+    }
+    if max_attempts == 0 {
+        return Err(invalid(key("max_attempts"), "must be at least 1"));
+    }
+    if concurrency == 0 {
+        return Err(invalid(key("concurrency"), "must be at least 1"));
+    }
+    Ok(HttpTargetConfig {
+        url: uri,
+        timeout,
+        max_attempts,
+        concurrency,
+        initial_backoff,
+    })
 }
 
 #[cfg(test)]

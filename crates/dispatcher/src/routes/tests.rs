@@ -83,14 +83,18 @@ fn errors_name_the_bad_key() {
 }
 
 #[test]
-fn http_is_declared_but_rejected_clearly() {
-    let http = "[targets.api]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/x\"\ntimeout = \"2s\"\nmax_attempts = 5\nconcurrency = 2";
-    let e = err(http);
-    assert!(
-        e.contains("targets.api.kind") && e.contains("not implemented"),
-        "{e}"
-    );
-    // Its settings still parse with their defaults, so files can be written today.
+fn http_targets_are_validated() {
+    let http = "default = [\"api\"]\n[targets.api]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/x\"\ntimeout = \"2s\"\nmax_attempts = 5\nconcurrency = 2\ninitial_backoff = \"10ms\"";
+    let table = RoutingTable::from_toml_str(http, "/s").unwrap();
+    let (_, kind) = table.targets().next().unwrap();
+    let TargetKind::Http(c) = kind else {
+        panic!("{kind:?}")
+    };
+    assert_eq!(c.url, "http://127.0.0.1:1/x");
+    assert_eq!(c.timeout, std::time::Duration::from_secs(2));
+    assert_eq!((c.max_attempts, c.concurrency), (5, 2));
+    assert_eq!(c.initial_backoff, std::time::Duration::from_millis(10));
+    // Defaults.
     let c: RoutesConfig = toml::from_str("[targets.api]\nkind = \"http\"\nurl = \"u\"").unwrap();
     assert_eq!(
         c.targets["api"],
@@ -98,7 +102,35 @@ fn http_is_declared_but_rejected_clearly() {
             url: "u".into(),
             timeout: std::time::Duration::from_secs(5),
             max_attempts: 3,
-            concurrency: 4
+            concurrency: 4,
+            initial_backoff: std::time::Duration::from_millis(100),
         }
     );
+    let base = "[targets.api]\nkind = \"http\"\n";
+    for (extra, key, words) in [
+        ("url = \"u\"", "targets.api.url", "http://"),
+        (
+            "url = \"https://x/y\"",
+            "targets.api.url",
+            "https is not supported",
+        ),
+        (
+            "url = \"http://h/\"\nmax_attempts = 0",
+            "targets.api.max_attempts",
+            "at least 1",
+        ),
+        (
+            "url = \"http://h/\"\nconcurrency = 0",
+            "targets.api.concurrency",
+            "at least 1",
+        ),
+        (
+            "url = \"http://h/\"\ntimeout = \"0s\"",
+            "targets.api.timeout",
+            "more than 0",
+        ),
+    ] {
+        let e = err(&format!("{base}{extra}"));
+        assert!(e.contains(key) && e.contains(words), "{extra}: {e}");
+    }
 }

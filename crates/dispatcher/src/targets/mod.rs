@@ -4,10 +4,12 @@
 //! and either takes all of them or fails; on failure the dispatcher releases their idempotency
 //! markers and reports them failed, so a redelivery retries exactly those records.
 
+mod http;
 mod jsonl;
 mod log;
 mod memory;
 
+pub use http::{HttpTarget, HttpTargetConfig, DEFAULT_INITIAL_BACKOFF, MAX_BACKOFF};
 pub use jsonl::JsonlTarget;
 pub use log::LogTarget;
 pub use memory::MemoryTarget;

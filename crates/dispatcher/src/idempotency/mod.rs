@@ -12,16 +12,19 @@
 //! need to deduplicate on the message id themselves. If a delivery outlives its marker's expiry,
 //! a second delivery may start; keep the expiry above the longest delivery.
 //!
-//! Stores: [`MemoryStore`] (tests, one-shot runs) and [`FileStore`] (the embedded default, survives
-//! restarts). A PostgreSQL store (`INSERT .. ON CONFLICT DO NOTHING` on a key table with a state
-//! and an expiry column) is later work; it is what several dispatcher processes sharing one
-//! store will need, since the file store is single-process.
+//! Stores: [`MemoryStore`] (tests, one-shot runs), [`FileStore`] (the embedded default, survives
+//! restarts, single-process) and, with feature `postgres`, `PostgresStore` (one table shared by
+//! several dispatcher instances, e.g. concurrent Lambda instances).
 
 mod file;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 pub use file::{FileStore, FileStoreConfig};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreConfig, DEFAULT_TABLE};
 
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -55,6 +58,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The database refused or failed a statement, or the connection failed.
+    #[error("idempotency store database: {0}")]
+    Database(String),
 }
 
 /// Deduplication state shared by all dispatches. Object-safe (boxed futures, no `async-trait`)

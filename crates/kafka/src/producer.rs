@@ -8,7 +8,7 @@ use crate::error::{delivery_error_class, produce_error, KafkaError};
 use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,14 +108,22 @@ pub struct OutRecord<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
 }
 
+/// Who serves delivery reports.
+enum Inner<H: DeliveryHandler> {
+    /// A background thread polls (rust-rdkafka's `ThreadedProducer`).
+    Threaded(ThreadedProducer<Ctx<H>>),
+    /// The caller polls ([`KafkaProducer::poll`]).
+    Polled(BaseProducer<Ctx<H>>),
+}
+
 /// An idempotent, `acks=all` producer.
 pub struct KafkaProducer<H: DeliveryHandler> {
-    inner: ThreadedProducer<Ctx<H>>,
+    inner: Inner<H>,
     stats: Arc<ClientStats>,
 }
 
 impl<H: DeliveryHandler> KafkaProducer<H> {
-    /// Creates a producer that reports deliveries to `handler`.
+    /// Creates a producer that reports deliveries to `handler` from a background thread.
     pub fn new(settings: &ProducerSettings, handler: Arc<H>) -> Result<Self, KafkaError> {
         let stats = Arc::new(ClientStats::default());
         let inner = settings
@@ -125,7 +133,44 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
                 stats: stats.clone(),
             })
             .map_err(|e| crate::error::client_error(&e))?;
-        Ok(KafkaProducer { inner, stats })
+        Ok(KafkaProducer {
+            inner: Inner::Threaded(inner),
+            stats,
+        })
+    }
+
+    /// Creates a producer whose delivery reports (and statistics) are served only inside
+    /// [`KafkaProducer::poll`] and [`KafkaProducer::flush`], on the calling thread. For hot send
+    /// loops: a record's memory is then freed by the thread that allocated it, which avoids
+    /// malloc arena contention with a separate polling thread (measured: the difference between
+    /// ~0.14 and ~0.8 M msg/s on 2 cores). The caller must poll regularly.
+    pub fn new_polled(settings: &ProducerSettings, handler: Arc<H>) -> Result<Self, KafkaError> {
+        let stats = Arc::new(ClientStats::default());
+        let inner = settings
+            .to_client_config()
+            .create_with_context(Ctx {
+                handler,
+                stats: stats.clone(),
+            })
+            .map_err(|e| crate::error::client_error(&e))?;
+        Ok(KafkaProducer {
+            inner: Inner::Polled(inner),
+            stats,
+        })
+    }
+
+    /// Serves pending delivery reports, waiting up to `timeout` (millisecond resolution) for the
+    /// first. On a producer from [`KafkaProducer::new`] a background thread does this, so this
+    /// just sleeps for `timeout`.
+    pub fn poll(&self, timeout: Duration) {
+        match &self.inner {
+            Inner::Polled(p) => p.poll(timeout),
+            Inner::Threaded(_) => {
+                if !timeout.is_zero() {
+                    std::thread::sleep(timeout)
+                }
+            }
+        }
     }
 
     /// Enqueues a record. On `Err((KafkaError::QueueFull, token))` the queue is full: wait for
@@ -149,21 +194,29 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         if let Some(k) = record.key {
             r = r.key(k);
         }
-        self.inner
-            .send(r)
-            .map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
+        let sent = match &self.inner {
+            Inner::Threaded(p) => p.send(r),
+            Inner::Polled(p) => p.send(r),
+        };
+        sent.map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
     }
 
     /// Records handed to librdkafka and not yet reported.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight_count().max(0) as usize
+        let n = match &self.inner {
+            Inner::Threaded(p) => p.in_flight_count(),
+            Inner::Polled(p) => p.in_flight_count(),
+        };
+        n.max(0) as usize
     }
 
     /// Waits for every queued record to be reported.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner
-            .flush(timeout)
-            .map_err(|e| KafkaError::Timeout(format!("flush: {e}")))
+        let r = match &self.inner {
+            Inner::Threaded(p) => p.flush(timeout),
+            Inner::Polled(p) => p.flush(timeout),
+        };
+        r.map_err(|e| KafkaError::Timeout(format!("flush: {e}")))
     }
 
     /// Client statistics.

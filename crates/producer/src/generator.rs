@@ -164,6 +164,34 @@ impl GeneratorConfig {
     }
 }
 
+/// Writes `v` in decimal, zero-padded to at least `width` digits.
+fn padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 && buf.len() - i >= width {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Writes `v / 10^decimals` with exactly `decimals` decimals (as `{:.N}` would).
+fn fixed(out: &mut Vec<u8>, v: i64, decimals: u32) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let a = v.unsigned_abs();
+    let scale = 10u64.pow(decimals);
+    padded(out, a / scale, 1);
+    out.push(b'.');
+    padded(out, a % scale, decimals as usize);
+}
+
 /// Produces events into a caller's buffer; no allocation per event.
 pub struct Generator {
     rng: SmallRng,
@@ -312,23 +340,45 @@ impl Generator {
         let seq = self.truck_seq[local];
         let truck = self.truck_first + local * self.truck_stride;
         let r = &mut self.rng;
-        let lat = -23.55 + r.gen_range(-0.5..0.5);
-        let lon = -46.63 + r.gen_range(-0.5..0.5);
-        let speed: f32 = r.gen_range(0.0..110.0);
-        let heading: u16 = r.gen_range(0..360);
-        let fuel: f32 = r.gen_range(5.0..100.0);
-        let temp: f32 = r.gen_range(70.0..105.0);
-        let odo = 100_000.0 + truck as f64 * 13.7 + seq as f64 * 0.05;
+        // Values are drawn as fixed-point integers and written digit by digit: float
+        // formatting was a tenth of the producer's CPU (docs/BENCHMARKS.md).
+        let lat_micro: i64 = -23_550_000 + r.gen_range(-500_000..500_000);
+        let lon_micro: i64 = -46_630_000 + r.gen_range(-500_000..500_000);
+        let speed_tenths: i64 = r.gen_range(0..1_100);
+        let heading: u64 = r.gen_range(0..360);
+        let fuel_tenths: i64 = r.gen_range(50..1_000);
+        let temp_tenths: i64 = r.gen_range(700..1_050);
+        // 100,000 km + 13.7 km per truck number + 0.05 km per event, in tenths.
+        let odo_tenths = (10_000_000 + truck as i64 * 1_370 + seq as i64 * 5) / 10;
         out.clear();
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            r#"{{"truck_id":"TRK-{truck:06}","codigo":{code},"ts":{ts_ms},"lat":{lat:.6},"lon":{lon:.6},"speed_kmh":{speed:.1},"heading":{heading},"seq":{seq},"fuel_pct":{fuel:.1},"engine_temp_c":{temp:.1},"odometer_km":{odo:.1},"driver_id":"DRV-{driver:05}"}}"#,
-            code = code.0,
-            driver = truck % 20_000,
-        );
+        out.extend_from_slice(br#"{"truck_id":"TRK-"#);
+        padded(out, truck as u64, 6);
+        out.extend_from_slice(br#"","codigo":"#);
+        padded(out, u64::from(code.0), 1);
+        out.extend_from_slice(br#","ts":"#);
+        padded(out, ts_ms, 1);
+        out.extend_from_slice(br#","lat":"#);
+        fixed(out, lat_micro, 6);
+        out.extend_from_slice(br#","lon":"#);
+        fixed(out, lon_micro, 6);
+        out.extend_from_slice(br#","speed_kmh":"#);
+        fixed(out, speed_tenths, 1);
+        out.extend_from_slice(br#","heading":"#);
+        padded(out, heading, 1);
+        out.extend_from_slice(br#","seq":"#);
+        padded(out, seq, 1);
+        out.extend_from_slice(br#","fuel_pct":"#);
+        fixed(out, fuel_tenths, 1);
+        out.extend_from_slice(br#","engine_temp_c":"#);
+        fixed(out, temp_tenths, 1);
+        out.extend_from_slice(br#","odometer_km":"#);
+        fixed(out, odo_tenths, 1);
+        out.extend_from_slice(br#","driver_id":"DRV-"#);
+        padded(out, (truck % 20_000) as u64, 5);
+        out.extend_from_slice(br#""}"#);
         self.truck_id.clear();
-        let _ = write!(self.truck_id, "TRK-{truck:06}");
+        self.truck_id.extend_from_slice(b"TRK-");
+        padded(&mut self.truck_id, truck as u64, 6);
     }
 
     /// Writes the next event into `out`: a valid one, or with [`GeneratorConfig::poison_rate`]
@@ -428,6 +478,19 @@ mod tests {
             (180..=240).contains(&avg),
             "average event size {avg} B, want ~200"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digit_writers_match_format(v in -10_000_000_000i64..10_000_000_000, d in 1u32..7, w in 1usize..8) {
+            let mut out = Vec::new();
+            fixed(&mut out, v, d);
+            let want = format!("{}{}.{:0width$}", if v < 0 { "-" } else { "" }, v.unsigned_abs() / 10u64.pow(d), v.unsigned_abs() % 10u64.pow(d), width = d as usize);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+            let mut out = Vec::new();
+            padded(&mut out, v.unsigned_abs(), w);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{:0w$}", v.unsigned_abs()));
+        }
     }
 
     #[test]

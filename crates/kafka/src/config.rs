@@ -288,6 +288,13 @@ pub struct ConsumerSettings {
     /// partition the batch window, not the fetch, should set latency.
     #[serde(with = "humantime_serde")]
     pub fetch_wait_max: Duration,
+    /// Upper bound of librdkafka's prefetched-record queue, KiB. Default 16,384 (16 MiB;
+    /// librdkafka's own is 64 MiB): with a stalled dispatcher this is most of the worker's
+    /// memory, so it is bounded by configuration.
+    pub prefetch_max_kbytes: usize,
+    /// Records librdkafka tries to keep prefetched per partition. Default 10,000 (librdkafka:
+    /// 100,000).
+    pub prefetch_min_messages: usize,
 }
 
 impl ConsumerSettings {
@@ -302,6 +309,8 @@ impl ConsumerSettings {
             commit_interval: Duration::from_secs(1),
             max_poll_interval: Duration::from_secs(300),
             fetch_wait_max: Duration::from_millis(50),
+            prefetch_max_kbytes: 16 * 1024,
+            prefetch_min_messages: 10_000,
         }
     }
 

@@ -267,3 +267,102 @@ fn two_producer_processes_with_the_same_configuration_scale_out() {
     let written: i64 = lag.iter().map(|p| p.high_watermark).sum();
     assert_eq!(written as u64, acked, "{lag:?}");
 }
+
+#[test]
+fn json_lines_from_stdin_are_sent_and_bad_lines_rejected() {
+    use std::io::Write;
+    let s = Setup::new();
+    let (json, rejects) = (s.path("s.json"), s.path("rejects.jsonl"));
+    let mut child = s
+        .produce(&["--source", "stdin", "--rate", "0"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg("--json")
+        .arg(&json)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..50 {
+            writeln!(
+                stdin,
+                r#"{{"truck_id":"TRK-{i:06}","codigo":{},"ts":{i}}}"#,
+                300 + i % 7
+            )
+            .unwrap();
+        }
+        writeln!(stdin, r#"{{"truck_id":"TRK-000001","codigo":null}}"#).unwrap();
+        writeln!(stdin, "garbage").unwrap();
+    }
+    ok(child.wait_with_output().unwrap());
+    let v = summary(&json);
+    assert_eq!(
+        (u(&v, "sent"), u(&v, "acked"), u(&v, "rejected")),
+        (50, 50, 2)
+    );
+    assert_eq!(std::fs::read_to_string(rejects).unwrap().lines().count(), 2);
+}
+
+/// `--metrics-addr` serves the documented metric names, and `POST /rate` changes the rate of
+/// the running producer (seen in the summary's final target rate).
+#[test]
+fn metrics_endpoint_serves_prometheus_text_and_changes_the_rate() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = Setup::new();
+    let json = s.path("x.json");
+    let mut child = s
+        .produce(&[
+            "--rate",
+            "200",
+            "--duration",
+            "4s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no metrics line");
+        if let Some(rest) = line.strip_prefix("metrics on http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let http = |request: &str| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(c, "{request} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    };
+    let metrics = http("GET /metrics");
+    for name in [
+        fleetstream_obs::producer::SENT_TOTAL,
+        fleetstream_obs::producer::ACKED_TOTAL,
+        fleetstream_obs::producer::QUEUE_DEPTH,
+        fleetstream_obs::producer::RATE_TARGET,
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{name}")),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains(
+        "fleetstream_producer_ack_latency_seconds_bucket{clock=\"intended\",le=\"+Inf\"}"
+    ));
+    assert!(http("POST /rate?value=300").starts_with("HTTP/1.1 200"));
+    assert!(http("POST /rate?value=-1").starts_with("HTTP/1.1 400"));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    let v = summary(&json);
+    assert_eq!(v["rate_target"].as_f64(), Some(300.0));
+    assert_eq!(u(&v, "acked"), u(&v, "sent"));
+}

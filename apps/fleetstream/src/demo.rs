@@ -261,7 +261,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
             ..GeneratorConfig::default()
         },
         rate: SharedRate::new(args.rate),
-        burst: ((args.rate / 100.0) as u32).max(1),
+        // 200 ms of credit: a sender descheduled briefly (2 cores, brokers and workers in the
+        // same process) catches up instead of forfeiting sends.
+        burst: ((args.rate / 5.0) as u32).max(1),
         duration: Some(args.duration),
         count: None,
         run_id,

@@ -66,6 +66,16 @@ type DeliveryResult<'p> = ((&'p str, Code), Result<(), TargetError>, Duration);
 /// One target's deliveries, one slice per code, in order of first appearance.
 type CodeGroups<'d> = Vec<(Code, Vec<Delivery<'d>>)>;
 
+/// A record that passed validation and routing, before taking markers.
+struct Routed<'r> {
+    index: usize,
+    id: String,
+    hash: u64,
+    event: TelemetryEvent,
+    code: Code,
+    names: &'r [String],
+}
+
 /// A record that passed validation and routing and holds markers at some targets.
 struct Pending<'r> {
     index: usize,
@@ -83,18 +93,19 @@ struct Held {
 }
 
 impl Held {
-    fn add(&self, key: String) {
+    fn add_all(&self, keys: impl IntoIterator<Item = String>) {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(key);
+            .extend(keys);
     }
 
-    fn settle(&self, key: &str) {
+    /// Every marker was completed or released: nothing to clean up on drop.
+    fn clear(&self) {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|k| k != key);
+            .clear();
     }
 }
 
@@ -107,9 +118,7 @@ impl Drop for Held {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let store = Arc::clone(&self.store);
             handle.spawn(async move {
-                for key in keys {
-                    let _ = store.abort(&key).await;
-                }
+                let _ = store.abort_many(&keys).await;
             });
         }
     }
@@ -187,9 +196,10 @@ impl Dispatcher {
         Ok(self.dispatch(decode_event_json(bytes)?).await)
     }
 
-    /// Dispatches one batch. Per record: validate the event, route it by code, take an
-    /// idempotency marker per target, deliver each target its records grouped by code, then
-    /// mark done (success) or release the markers (failure, so a redelivery retries).
+    /// Dispatches one batch. Per record: validate the event, route it by code; then take an
+    /// idempotency marker per record and target (one store call for the batch), deliver each
+    /// target its records grouped by code, then mark done (success) or release the markers
+    /// (failure, so a redelivery retries), again one store call each.
     ///
     /// Never fails as a whole: each record gets an [`Outcome`]. The caller may commit offsets
     /// only up to the first record that is not [`Outcome::is_settled`].
@@ -203,49 +213,47 @@ impl Dispatcher {
             keys: Mutex::new(Vec::new()),
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let mut pending = Vec::new();
+        let mut metrics = BatchMetrics::default();
         // Ids seen earlier in this batch: a producer duplicate inside one batch.
         let mut seen: HashMap<String, u64> = HashMap::new();
-        let mut metrics = BatchMetrics::default();
+        let mut routed = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            let (outcome, p) = self
-                .prepare(index, record, &mut seen, &held, &mut metrics)
-                .await;
-            outcomes[index] = outcome;
-            pending.extend(p);
+            match self.route_record(index, record, &mut seen, &mut metrics) {
+                Ok(r) => routed.push(r),
+                Err(outcome) => outcomes[index] = Some(outcome),
+            }
         }
+        let pending = self
+            .take_markers(routed, &mut outcomes, &held, &mut metrics)
+            .await;
         let mut delivered = HashMap::new();
         for (key, result, elapsed) in self.deliver(&records, &pending).await {
             metrics.entry(key.0, key.1).latency.observe(elapsed);
             delivered.insert(key, result);
         }
+        let (mut done, mut release) = (Vec::new(), Vec::new());
         for p in &pending {
             let mut failures = Vec::new();
             for target in &p.targets {
                 let key = store_key(target, &p.id);
-                let delivered = delivered.get(&(*target, p.code));
+                let result = delivered.get(&(*target, p.code));
                 let stats = metrics.entry(target, p.code);
-                match delivered {
-                    Some(Ok(())) => stats.dispatched += 1,
-                    _ => stats.failed += 1,
-                }
-                match delivered {
+                match result {
                     Some(Ok(())) => {
-                        if let Err(e) = self.store.complete(&key).await {
-                            // The effect happened; only a restart could now repeat it.
-                            tracing::warn!(key = %key, error = %e, "could not record completion");
-                        }
+                        stats.dispatched += 1;
+                        done.push(key);
                     }
                     Some(Err(e)) => {
+                        stats.failed += 1;
                         failures.push((*target, e.class(), e.is_retriable()));
-                        let _ = self.store.abort(&key).await;
+                        release.push(key);
                     }
                     None => {
+                        stats.failed += 1;
                         failures.push((*target, "missing", false));
-                        let _ = self.store.abort(&key).await;
+                        release.push(key);
                     }
                 }
-                held.settle(&key);
             }
             outcomes[p.index] = Some(match failures.first() {
                 None => Outcome::Dispatched,
@@ -255,6 +263,16 @@ impl Dispatcher {
                 },
             });
         }
+        if !done.is_empty() {
+            if let Err(e) = self.store.complete_many(&done).await {
+                // The effects happened; only a restart could now repeat them.
+                tracing::warn!(keys = done.len(), error = %e, "could not record completion");
+            }
+        }
+        if !release.is_empty() {
+            let _ = self.store.abort_many(&release).await;
+        }
+        held.clear();
         let results = records
             .iter()
             .zip(outcomes)
@@ -274,117 +292,142 @@ impl Dispatcher {
         response
     }
 
-    /// Validates, routes and takes markers for one record. Returns its final outcome, or the
-    /// pending delivery when it holds at least one marker.
-    async fn prepare<'r>(
+    /// Validates and routes one record. `Err` is its final outcome (invalid, unknown code,
+    /// repeated inside the batch).
+    fn route_record<'r>(
         &'r self,
         index: usize,
         record: &BatchRecord,
         seen: &mut HashMap<String, u64>,
-        held: &Held,
         metrics: &mut BatchMetrics,
-    ) -> (Option<Outcome>, Option<Pending<'r>>) {
-        let event = match TelemetryEvent::parse(&record.value) {
-            Ok(event) => event,
-            Err(e) => {
-                let reason = format!("invalid:{}", e.class());
-                return (
-                    Some(Outcome::Failed {
-                        reason,
-                        retriable: false,
-                    }),
-                    None,
-                );
-            }
-        };
+    ) -> Result<Routed<'r>, Outcome> {
+        let event = TelemetryEvent::parse(&record.value).map_err(|e| Outcome::Failed {
+            reason: format!("invalid:{}", e.class()),
+            retriable: false,
+        })?;
         let code = event.codigo;
         let names = match self.table.route(code) {
             Route::Targets(names) => names,
             Route::Skip => {
-                return (
-                    Some(Outcome::Skipped {
-                        reason: format!("unknown_code:{code}"),
-                    }),
-                    None,
-                )
+                return Err(Outcome::Skipped {
+                    reason: format!("unknown_code:{code}"),
+                })
             }
             Route::DeadLetter => {
-                let reason = format!("unknown_code:{code}");
-                return (
-                    Some(Outcome::Failed {
-                        reason,
-                        retriable: false,
-                    }),
-                    None,
-                );
+                return Err(Outcome::Failed {
+                    reason: format!("unknown_code:{code}"),
+                    retriable: false,
+                })
             }
         };
         let id = record.dedup_key();
         let hash = payload_hash(&record.value);
         if let Some(&earlier) = seen.get(&id) {
-            let outcome = if earlier == hash {
+            if earlier == hash {
                 for name in names {
                     metrics.entry(name, code).duplicates += 1;
                 }
-                Outcome::Duplicate
-            } else {
-                Outcome::Conflict
-            };
-            return (Some(outcome), None);
+                return Err(Outcome::Duplicate);
+            }
+            return Err(Outcome::Conflict);
         }
         seen.insert(id.clone(), hash);
-        let mut acquired: Vec<&'r str> = Vec::new();
-        let mut blocked = None;
-        for name in names {
-            let key = store_key(name, &id);
-            match self.store.begin(&key, hash).await {
-                Ok(Begin::Acquired) => {
-                    held.add(key);
-                    acquired.push(name.as_str());
+        Ok(Routed {
+            index,
+            id,
+            hash,
+            event,
+            code,
+            names,
+        })
+    }
+
+    /// Takes the markers of every routed record at every target of its route in one store
+    /// call. Records that hold at least one marker become pending; the others get their final
+    /// outcome (duplicate everywhere, conflict, in progress elsewhere, store failure), and a
+    /// record blocked at one target releases the markers it took at the others.
+    async fn take_markers<'r>(
+        &'r self,
+        routed: Vec<Routed<'r>>,
+        outcomes: &mut [Option<Outcome>],
+        held: &Held,
+        metrics: &mut BatchMetrics,
+    ) -> Vec<Pending<'r>> {
+        let keys: Vec<(String, u64)> = routed
+            .iter()
+            .flat_map(|r| r.names.iter().map(|n| (store_key(n, &r.id), r.hash)))
+            .collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let begun = match self.store.begin_many(&keys).await {
+            Ok(begun) if begun.len() == keys.len() => begun,
+            result => {
+                match result {
+                    Err(e) => {
+                        tracing::warn!(keys = keys.len(), error = %e, "idempotency store failed")
+                    }
+                    Ok(_) => tracing::warn!("idempotency store answered the wrong number of keys"),
                 }
-                Ok(Begin::Duplicate) => metrics.entry(name, code).duplicates += 1,
-                Ok(Begin::InProgress) => {
-                    blocked = Some(Outcome::Failed {
-                        reason: "in_progress".into(),
-                        retriable: true,
-                    });
-                    break;
-                }
-                Ok(Begin::Conflict) => {
-                    blocked = Some(Outcome::Conflict);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "idempotency store failed");
-                    blocked = Some(Outcome::Failed {
+                for r in &routed {
+                    outcomes[r.index] = Some(Outcome::Failed {
                         reason: "store".into(),
                         retriable: true,
                     });
-                    break;
+                }
+                return Vec::new();
+            }
+        };
+        held.add_all(
+            keys.iter()
+                .zip(&begun)
+                .filter(|(_, b)| **b == Begin::Acquired)
+                .map(|((k, _), _)| k.clone()),
+        );
+        let mut begun = begun.into_iter();
+        let mut pending = Vec::new();
+        let mut release = Vec::new();
+        for r in routed {
+            let mut acquired: Vec<&'r str> = Vec::new();
+            let (mut conflict, mut busy) = (false, false);
+            for name in r.names {
+                match begun.next() {
+                    Some(Begin::Acquired) => acquired.push(name.as_str()),
+                    Some(Begin::Duplicate) => metrics.entry(name, r.code).duplicates += 1,
+                    Some(Begin::InProgress) | None => busy = true,
+                    Some(Begin::Conflict) => conflict = true,
                 }
             }
-        }
-        if let Some(outcome) = blocked {
-            for name in acquired {
-                let key = store_key(name, &id);
-                let _ = self.store.abort(&key).await;
-                held.settle(&key);
+            let blocked = if conflict {
+                Some(Outcome::Conflict)
+            } else if busy {
+                Some(Outcome::Failed {
+                    reason: "in_progress".into(),
+                    retriable: true,
+                })
+            } else if acquired.is_empty() {
+                Some(Outcome::Duplicate)
+            } else {
+                None
+            };
+            match blocked {
+                Some(outcome) => {
+                    release.extend(acquired.iter().map(|name| store_key(name, &r.id)));
+                    outcomes[r.index] = Some(outcome);
+                }
+                None => pending.push(Pending {
+                    index: r.index,
+                    id: r.id,
+                    event: r.event,
+                    code: r.code,
+                    targets: acquired,
+                }),
             }
-            return (Some(outcome), None);
         }
-        if acquired.is_empty() {
-            return (Some(Outcome::Duplicate), None);
+        if !release.is_empty() {
+            let _ = self.store.abort_many(&release).await;
         }
-        (
-            None,
-            Some(Pending {
-                index,
-                id,
-                event,
-                code,
-                targets: acquired,
-            }),
-        )
+        pending
     }
 
     /// Delivers pending records: each target gets one slice per code, in record order; targets

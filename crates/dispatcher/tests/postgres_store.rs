@@ -64,6 +64,45 @@ async fn follows_the_store_protocol() {
 }
 
 #[tokio::test]
+async fn batch_forms_follow_the_store_protocol() {
+    let Some(url) = url() else { return };
+    let store = PostgresStore::connect(config(&url)).await.unwrap();
+    let keys = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|(k, h)| ((*k).to_owned(), *h)).collect()
+    };
+    let strings = |list: &[&str]| -> Vec<String> { list.iter().map(|k| (*k).to_owned()).collect() };
+    let first = keys(&[("x", 1), ("y", 2), ("z", 3)]);
+    assert_eq!(
+        store.begin_many(&first).await.unwrap(),
+        vec![Begin::Acquired; 3]
+    );
+    store.complete_many(&strings(&["x", "y"])).await.unwrap();
+    store.abort_many(&strings(&["z"])).await.unwrap();
+    let again = keys(&[("x", 1), ("y", 9), ("z", 3), ("w", 4)]);
+    assert_eq!(
+        store.begin_many(&again).await.unwrap(),
+        vec![
+            Begin::Duplicate,
+            Begin::Conflict,
+            Begin::Acquired,
+            Begin::Acquired
+        ]
+    );
+    assert_eq!(
+        store
+            .begin_many(&keys(&[("z", 3), ("w", 5)]))
+            .await
+            .unwrap(),
+        vec![Begin::InProgress, Begin::Conflict]
+    );
+    assert_eq!(store.begin("y", 2).await.unwrap(), Begin::Duplicate);
+    assert!(store
+        .begin_many(&keys(&[("d", 1), ("d", 1)]))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
 async fn remembers_across_reconnects_and_instances() {
     let Some(url) = url() else { return };
     let c = config(&url);

@@ -158,4 +158,26 @@ impl IdempotencyStore for MemoryStore {
         self.with(|m| m.abort(key));
         futures::future::ready(Ok(())).boxed()
     }
+
+    fn begin_many<'a>(
+        &'a self,
+        keys: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        let out = self.with(|m| keys.iter().map(|(k, h)| m.begin(k, *h, self.ttl)).collect());
+        futures::future::ready(Ok(out)).boxed()
+    }
+
+    fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|m| {
+            for k in keys {
+                let _ = m.complete(k);
+            }
+        });
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|m| keys.iter().for_each(|k| m.abort(k)));
+        futures::future::ready(Ok(())).boxed()
+    }
 }

@@ -26,7 +26,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreConfig, DEFAULT_TABLE};
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use std::time::Duration;
 
 /// Default lifetime of an in-progress marker: 15 minutes, Lambda's maximum function timeout, so
@@ -76,6 +76,61 @@ pub trait IdempotencyStore: Send + Sync {
     fn complete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Releases the marker for `key` without marking it done, so a retry can run.
     fn abort<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// [`Self::begin`] for distinct keys at once; the answer `i` is for `keys[i]`. On error no
+    /// marker is held. Stores override it to save round trips (one statement, one lock); the
+    /// default calls `begin` per key and releases what it took if one fails.
+    fn begin_many<'a>(
+        &'a self,
+        keys: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for (key, hash) in keys {
+                match self.begin(key, *hash).await {
+                    Ok(b) => out.push(b),
+                    Err(e) => {
+                        for ((key, _), b) in keys.iter().zip(&out) {
+                            if *b == Begin::Acquired {
+                                let _ = self.abort(key).await;
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    /// [`Self::complete`] for many keys; tries every key, returns the first error.
+    fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut first = Ok(());
+            for key in keys {
+                if let Err(e) = self.complete(key).await {
+                    first = first.and(Err(e));
+                }
+            }
+            first
+        }
+        .boxed()
+    }
+
+    /// [`Self::abort`] for many keys; tries every key, returns the first error.
+    fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut first = Ok(());
+            for key in keys {
+                if let Err(e) = self.abort(key).await {
+                    first = first.and(Err(e));
+                }
+            }
+            first
+        }
+        .boxed()
+    }
 }
 
 /// Stable 64-bit FNV-1a hash of a payload. Stable across builds and Rust versions (unlike

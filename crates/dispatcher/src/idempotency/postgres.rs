@@ -16,6 +16,7 @@
 
 use super::{Begin, IdempotencyStore, StoreError, DEFAULT_IN_PROGRESS_TTL};
 use futures::future::{BoxFuture, FutureExt};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -74,6 +75,10 @@ struct Conn {
     lookup: Statement,
     complete: Statement,
     abort: Statement,
+    begin_many: Statement,
+    lookup_many: Statement,
+    complete_many: Statement,
+    abort_many: Statement,
 }
 
 /// The PostgreSQL-backed store. One connection, pipelined: concurrent calls share it. A broken
@@ -169,12 +174,49 @@ impl PostgresStore {
             .prepare(&format!("DELETE FROM {t} WHERE key = $1 AND NOT done"))
             .await
             .map_err(db_err)?;
+        // The batch forms: one statement per batch. Keys are locked in sorted order so two
+        // instances upserting overlapping batches do not deadlock.
+        let begin_many = client
+            .prepare(&format!(
+                "INSERT INTO {t} AS r (key, payload_hash, done, expires_ms, done_ms)
+                 SELECT k, h, false, {NOW_MS} + $3, NULL
+                   FROM unnest($1::text[], $2::bigint[]) AS i(k, h) ORDER BY k
+                 ON CONFLICT (key) DO UPDATE
+                   SET payload_hash = EXCLUDED.payload_hash, done = false,
+                       expires_ms = EXCLUDED.expires_ms, done_ms = NULL
+                   WHERE (NOT r.done AND r.expires_ms <= {NOW_MS})
+                      OR (r.done AND r.done_ms < {NOW_MS} - $4)
+                 RETURNING key"
+            ))
+            .await
+            .map_err(db_err)?;
+        let lookup_many = client
+            .prepare(&format!(
+                "SELECT key, payload_hash, done FROM {t} WHERE key = ANY($1)"
+            ))
+            .await
+            .map_err(db_err)?;
+        let complete_many = client
+            .prepare(&format!(
+                "UPDATE {t} SET done = true, done_ms = {NOW_MS}, expires_ms = NULL
+                 WHERE key = ANY($1) AND NOT done"
+            ))
+            .await
+            .map_err(db_err)?;
+        let abort_many = client
+            .prepare(&format!("DELETE FROM {t} WHERE key = ANY($1) AND NOT done"))
+            .await
+            .map_err(db_err)?;
         Ok(Conn {
             client,
             begin,
             lookup,
             complete,
             abort,
+            begin_many,
+            lookup_many,
+            complete_many,
+            abort_many,
         })
     }
 
@@ -223,6 +265,76 @@ impl PostgresStore {
                 }
             }
         })
+    }
+
+    async fn begin_many_inner(&self, keys: &[(String, u64)]) -> Result<Vec<Begin>, StoreError> {
+        let distinct: HashSet<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        if distinct.len() != keys.len() {
+            return Err(StoreError::Database(
+                "begin_many needs distinct keys".into(),
+            ));
+        }
+        let conn = self.conn().await?;
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let hashes: Vec<i64> = keys.iter().map(|(_, h)| *h as i64).collect();
+        let ttl = Self::millis(self.config.in_progress_ttl);
+        let retention = Self::millis(self.config.retention);
+        let acquired: HashSet<String> = conn
+            .client
+            .query(&conn.begin_many, &[&names, &hashes, &ttl, &retention])
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|k| !acquired.contains(*k))
+            .collect();
+        let mut stored: HashMap<String, (i64, bool)> = HashMap::new();
+        if !others.is_empty() {
+            let rows = conn.client.query(&conn.lookup_many, &[&others]).await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // Hold nothing on error: release what this call took.
+                    let taken: Vec<&str> = acquired.iter().map(String::as_str).collect();
+                    let _ = conn.client.execute(&conn.abort_many, &[&taken]).await;
+                    return Err(db_err(e));
+                }
+            };
+            for row in rows {
+                stored.insert(row.get(0), (row.get(1), row.get(2)));
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|(key, hash)| {
+                if acquired.contains(key) {
+                    return Begin::Acquired;
+                }
+                match stored.get(key) {
+                    None => Begin::InProgress,
+                    Some(&(h, _)) if h != *hash as i64 => Begin::Conflict,
+                    Some(&(_, true)) => Begin::Duplicate,
+                    Some(&(_, false)) => Begin::InProgress,
+                }
+            })
+            .collect())
+    }
+
+    async fn execute_many(
+        &self,
+        pick: fn(&Conn) -> &Statement,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        conn.client
+            .execute(pick(&conn), &[&keys])
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Deletes completed keys older than the retention window; returns how many.
@@ -282,5 +394,22 @@ impl IdempotencyStore for PostgresStore {
             Ok(())
         }
         .boxed()
+    }
+
+    /// Two statements per batch: the conditional upsert, then one lookup for the keys it did
+    /// not acquire.
+    fn begin_many<'a>(
+        &'a self,
+        keys: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        self.begin_many_inner(keys).boxed()
+    }
+
+    fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.execute_many(|c| &c.complete_many, keys).boxed()
+    }
+
+    fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.execute_many(|c| &c.abort_many, keys).boxed()
     }
 }

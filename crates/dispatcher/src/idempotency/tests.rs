@@ -1,4 +1,5 @@
 use super::*;
+use futures::future::BoxFuture;
 use std::io::Write;
 
 async fn protocol(store: &dyn IdempotencyStore) {
@@ -17,15 +18,74 @@ async fn protocol(store: &dyn IdempotencyStore) {
     assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Duplicate);
 }
 
+/// The batch forms agree with the single-key ones.
+pub(super) async fn protocol_many(store: &dyn IdempotencyStore) {
+    let keys = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|(k, h)| ((*k).to_owned(), *h)).collect()
+    };
+    let strings = |list: &[&str]| -> Vec<String> { list.iter().map(|k| (*k).to_owned()).collect() };
+    let first = keys(&[("x", 1), ("y", 2), ("z", 3)]);
+    assert_eq!(
+        store.begin_many(&first).await.unwrap(),
+        vec![Begin::Acquired; 3]
+    );
+    store.complete_many(&strings(&["x", "y"])).await.unwrap();
+    store.abort_many(&strings(&["z"])).await.unwrap();
+    let again = keys(&[("x", 1), ("y", 9), ("z", 3), ("w", 4)]);
+    assert_eq!(
+        store.begin_many(&again).await.unwrap(),
+        vec![
+            Begin::Duplicate,
+            Begin::Conflict,
+            Begin::Acquired,
+            Begin::Acquired
+        ]
+    );
+    assert_eq!(
+        store
+            .begin_many(&keys(&[("z", 3), ("w", 5)]))
+            .await
+            .unwrap(),
+        vec![Begin::InProgress, Begin::Conflict]
+    );
+    assert_eq!(store.begin("y", 2).await.unwrap(), Begin::Duplicate);
+}
+
 #[tokio::test]
 async fn memory_store_follows_the_protocol() {
     protocol(&MemoryStore::default()).await;
+    protocol_many(&MemoryStore::default()).await;
+}
+
+#[tokio::test]
+async fn default_batch_methods_follow_the_protocol() {
+    /// Only the single-key methods: the trait's default batch methods are used.
+    struct Single(MemoryStore);
+    impl IdempotencyStore for Single {
+        fn begin<'a>(&'a self, key: &'a str, h: u64) -> BoxFuture<'a, Result<Begin, StoreError>> {
+            self.0.begin(key, h)
+        }
+        fn complete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.0.complete(key)
+        }
+        fn abort<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.0.abort(key)
+        }
+    }
+    protocol_many(&Single(MemoryStore::default())).await;
 }
 
 #[tokio::test]
 async fn file_store_follows_the_protocol() {
     let dir = tempfile::tempdir().unwrap();
     protocol(&FileStore::open(dir.path(), FileStoreConfig::default()).unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    protocol_many(&FileStore::open(dir.path(), FileStoreConfig::default()).unwrap()).await;
+    // Batched completions were logged: they survive a reopen.
+    let store = FileStore::open(dir.path(), FileStoreConfig::default()).unwrap();
+    assert_eq!(store.begin("x", 1).await.unwrap(), Begin::Duplicate);
+    assert_eq!(store.begin("y", 2).await.unwrap(), Begin::Duplicate);
+    assert_eq!(store.begin("z", 3).await.unwrap(), Begin::Acquired);
 }
 
 #[tokio::test]

@@ -106,6 +106,11 @@ pub struct WorkerArgs {
     /// Dead-letter records older than this instead of retrying them.
     #[arg(long, env = "FLEETSTREAM_MAX_RECORD_AGE", default_value = "1h", value_parser = parse_duration)]
     pub max_record_age: Duration,
+    /// Key-ordered concurrency: dispatch each batch in N lanes at once, each key always in the
+    /// same lane (per-key order kept; offsets stored only when all lanes finish). 1 = in
+    /// partition order, one dispatch at a time.
+    #[arg(long, env = "FLEETSTREAM_KEY_LANES", default_value_t = 1)]
+    pub key_lanes: usize,
     /// Do not split failing batches (bisect-on-error is on by default).
     #[arg(long, env = "FLEETSTREAM_NO_BISECT")]
     pub no_bisect: bool,
@@ -158,6 +163,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     config.max_batches_queued = args.max_batches_queued;
     config.max_record_age = args.max_record_age;
     config.bisect_on_error = !args.no_bisect;
+    config.key_lanes = args.key_lanes;
     config
         .validate()
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;

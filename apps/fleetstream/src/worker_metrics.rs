@@ -98,7 +98,7 @@ pub fn render(m: &WorkerMetrics, lag: &[PartitionLag]) -> String {
             l.lag as f64,
         );
     }
-    let (e2e, dispatch) = m.histograms();
+    let [e2e, dispatch, fill] = m.histograms();
     e.histogram(
         names::E2E_LATENCY_SECONDS,
         "Producer timestamp to dispatch acknowledged.",
@@ -110,6 +110,18 @@ pub fn render(m: &WorkerMetrics, lag: &[PartitionLag]) -> String {
         "One dispatch call.",
         &[],
         &HistogramSample::from_latency(&dispatch, &names::LATENCY_BUCKETS_SECONDS),
+    );
+    e.histogram(
+        names::BATCH_FILL_SECONDS,
+        "First record of a batch to its dispatch.",
+        &[],
+        &HistogramSample::from_latency(&fill, &names::LATENCY_BUCKETS_SECONDS),
+    );
+    e.gauge(
+        names::BATCH_RECORDS_MEAN,
+        "Mean records per batch.",
+        &[],
+        s.mean_batch_records,
     );
     e.finish()
 }

@@ -32,6 +32,11 @@ pub struct WorkerConfig {
     /// Default 500 ms.
     #[serde(with = "humantime_serde")]
     pub pause_after: Duration,
+    /// Key-ordered concurrency: dispatch a batch in this many lanes at once, each key always in
+    /// the same lane (so per-key order holds, at most one dispatch per key in flight). Relieves a
+    /// hot partition when the dispatcher, not Kafka, is the bottleneck (as Confluent's Parallel
+    /// Consumer does). Default 1: one dispatch at a time, in partition order.
+    pub key_lanes: usize,
     /// Split a batch that fails as a whole and retry the halves (Lambda's bisect-on-error), so
     /// one bad record cannot block its neighbours. Default true.
     pub bisect_on_error: bool,
@@ -58,6 +63,7 @@ impl WorkerConfig {
             backoff_max: Duration::from_secs(5),
             max_batches_queued: 2,
             pause_after: Duration::from_millis(500),
+            key_lanes: 1,
             bisect_on_error: true,
             max_record_age: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(30),
@@ -74,6 +80,9 @@ impl WorkerConfig {
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
+        }
+        if self.key_lanes == 0 || self.key_lanes > 256 {
+            return Err("key_lanes must be between 1 and 256".into());
         }
         if self.max_batches_queued == 0 {
             return Err("max_batches_queued must be at least 1".into());

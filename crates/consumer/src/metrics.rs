@@ -122,15 +122,10 @@ impl WorkerMetrics {
             .or_default() += 1;
     }
 
-    /// Copies of the end-to-end and dispatch latency histograms (for exporters).
-    pub fn histograms(
-        &self,
-    ) -> (
-        fleetstream_obs::LatencyHistogram,
-        fleetstream_obs::LatencyHistogram,
-    ) {
+    /// Copies of the end-to-end, dispatch and batch-fill histograms (for exporters).
+    pub fn histograms(&self) -> [fleetstream_obs::LatencyHistogram; 3] {
         let i = self.inner();
-        (i.e2e.clone(), i.dispatch.clone())
+        [i.e2e.clone(), i.dispatch.clone(), i.batch_fill.clone()]
     }
 
     /// A consistent-enough snapshot.

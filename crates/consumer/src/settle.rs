@@ -55,7 +55,32 @@ impl Settler {
                 }
             }
         }
-        self.dispatch(valid, &mut letters).await;
+        if self.config.key_lanes > 1 {
+            // Key-ordered concurrency: each key keeps to one lane, so its records stay in offset
+            // order with at most one dispatch in flight, while other keys' lanes run beside it.
+            // Offsets are stored only after every lane settles: the committed offset never passes
+            // an unfinished record.
+            let lanes = self.config.key_lanes;
+            let mut by_lane: Vec<Vec<BatchRecord>> = vec![Vec::new(); lanes];
+            for r in valid {
+                let lane = r.key.as_deref().map_or(r.partition as usize, |k| {
+                    (fleetstream_core::murmur2(k) & 0x7fff_ffff) as usize
+                }) % lanes;
+                by_lane[lane].push(r);
+            }
+            let results =
+                futures::future::join_all(by_lane.into_iter().filter(|l| !l.is_empty()).map(
+                    |lane| async move {
+                        let mut lane_letters = Vec::new();
+                        self.dispatch(lane, &mut lane_letters).await;
+                        lane_letters
+                    },
+                ))
+                .await;
+            letters.extend(results.into_iter().flatten());
+        } else {
+            self.dispatch(valid, &mut letters).await;
+        }
         self.write_dead_letters(&letters).await;
         for ((topic, partition), offset) in last {
             if let Err(e) = self.consumer.store(&topic, partition, offset) {

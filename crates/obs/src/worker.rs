@@ -31,6 +31,11 @@ pub const E2E_LATENCY_SECONDS: &str = "fleetstream_worker_e2e_latency_seconds";
 /// Histogram (seconds): one dispatch call.
 pub const DISPATCH_LATENCY_SECONDS: &str = "fleetstream_worker_dispatch_latency_seconds";
 
+/// Histogram (seconds): first record of a batch to its dispatch (the batching window at work).
+pub const BATCH_FILL_SECONDS: &str = "fleetstream_worker_batch_fill_seconds";
+/// Gauge: mean records per batch so far.
+pub const BATCH_RECORDS_MEAN: &str = "fleetstream_worker_batch_records_mean";
+
 /// Bucket bounds (seconds) for both histograms: 1 ms to 60 s. The batch window (100 ms by
 /// default) sets the floor of end-to-end latency; seconds mean backpressure or retries.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 15] = [

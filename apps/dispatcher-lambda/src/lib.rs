@@ -12,16 +12,20 @@
 //!   [`DEFAULT_ROUTES`], every code logged.
 //! - `FLEETSTREAM_STATE_DIR`: idempotency store directory, default `/tmp/fleetstream`.
 //! - `FLEETSTREAM_RETENTION`: how long completed keys are remembered, default `7d`.
+//! - `FLEETSTREAM_POSTGRES_URL`: when set, the idempotency store is PostgreSQL (table
+//!   `FLEETSTREAM_POSTGRES_TABLE`, default `fleetstream_idempotency`) instead of `/tmp`.
 //!
-//! Idempotency: a [`FileStore`] under `/tmp`. Each Lambda execution environment has its own
-//! `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so this
-//! deduplicates only redeliveries that reach the same warm instance. Deduplication across
-//! instances and cold starts needs the PostgreSQL store (feature `postgres` of
-//! `fleetstream-dispatcher`), shared by every instance.
+//! Idempotency: by default a [`FileStore`] under `/tmp`. Each Lambda execution environment has
+//! its own `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so
+//! this deduplicates only redeliveries that reach the same warm instance. Deduplication across
+//! concurrent instances and cold starts needs the PostgreSQL store (`FLEETSTREAM_POSTGRES_URL`),
+//! shared by every instance.
 #![warn(missing_docs)]
 
 use fleetstream_dispatcher::event::decode_event_value;
-use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig, StoreError};
+use fleetstream_dispatcher::idempotency::{
+    FileStore, FileStoreConfig, IdempotencyStore, PostgresStore, PostgresStoreConfig, StoreError,
+};
 use fleetstream_dispatcher::{BatchItemFailure, Dispatcher, RoutesError, RoutingTable, Summary};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
@@ -92,10 +96,13 @@ pub struct LambdaConfig {
     /// Retention of completed keys. Default 7 days (Kafka's default topic retention and Lambda's
     /// longest maximum record age).
     pub retention: Duration,
+    /// The shared PostgreSQL store, if configured (its `Debug` hides the URL).
+    pub postgres: Option<PostgresStoreConfig>,
 }
 
 impl LambdaConfig {
-    /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`.
+    /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`,
+    /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`.
     pub fn from_env() -> Result<Self, StartError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -110,7 +117,16 @@ impl LambdaConfig {
             })?,
             None => FileStoreConfig::default().retention,
         };
+        let postgres = non_empty("FLEETSTREAM_POSTGRES_URL").map(|url| {
+            let mut c = PostgresStoreConfig::new(url);
+            c.retention = retention;
+            if let Some(table) = non_empty("FLEETSTREAM_POSTGRES_TABLE") {
+                c.table = table;
+            }
+            c
+        });
         Ok(Self {
+            postgres,
             routes: non_empty("FLEETSTREAM_ROUTES").map(PathBuf::from),
             state_dir: non_empty("FLEETSTREAM_STATE_DIR")
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
@@ -118,20 +134,24 @@ impl LambdaConfig {
         })
     }
 
-    /// Builds the dispatcher: routes, file store under `<state_dir>/idempotency`.
-    pub fn build(&self) -> Result<Dispatcher, StartError> {
+    /// Builds the dispatcher: routes, then the PostgreSQL store if configured, else a file
+    /// store under `<state_dir>/idempotency`.
+    pub async fn build(&self) -> Result<Dispatcher, StartError> {
         let table = match &self.routes {
             Some(path) => RoutingTable::load(path, &self.state_dir)?,
             None => RoutingTable::from_toml_str(DEFAULT_ROUTES, &self.state_dir)?,
         };
-        let store = FileStore::open(
-            self.state_dir.join("idempotency"),
-            FileStoreConfig {
-                retention: self.retention,
-                ..Default::default()
-            },
-        )?;
-        Ok(Dispatcher::new(table, Arc::new(store))?)
+        let store: Arc<dyn IdempotencyStore> = match &self.postgres {
+            Some(config) => Arc::new(PostgresStore::connect(config.clone()).await?),
+            None => Arc::new(FileStore::open(
+                self.state_dir.join("idempotency"),
+                FileStoreConfig {
+                    retention: self.retention,
+                    ..Default::default()
+                },
+            )?),
+        };
+        Ok(Dispatcher::new(table, store)?)
     }
 }
 
@@ -215,7 +235,7 @@ pub async fn run() -> Result<(), StartError> {
                 .into(),
         ));
     }
-    let dispatcher = Arc::new(config.build()?);
+    let dispatcher = Arc::new(config.build().await?);
     tracing::info!(config = ?config, "dispatcher lambda starting");
     let handler = lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let dispatcher = Arc::clone(&dispatcher);

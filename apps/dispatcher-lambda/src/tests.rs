@@ -18,6 +18,7 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
         routes,
         state_dir: dir.join("state"),
         retention: Duration::from_secs(3600),
+        postgres: None,
     }
 }
 
@@ -25,7 +26,7 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
 async fn dispatches_once_and_answers_the_partial_batch_response() {
     let dir = tempfile::tempdir().unwrap();
     let routes = "default = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
-    let dispatcher = config(dir.path(), Some(routes)).build().unwrap();
+    let dispatcher = config(dir.path(), Some(routes)).build().await.unwrap();
     let first = handle(&dispatcher, event(FIXTURE)).await.unwrap();
     assert_eq!(first.summary.dispatched, 3);
     assert!(first.batch_item_failures.is_empty());
@@ -42,7 +43,7 @@ async fn failed_records_are_listed_in_kafka_form() {
     let dir = tempfile::tempdir().unwrap();
     // Only code 300 is routed: 301 and 400 are dead-lettered (non-retriable failures).
     let routes = "[routes]\n\"300\" = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
-    let dispatcher = config(dir.path(), Some(routes)).build().unwrap();
+    let dispatcher = config(dir.path(), Some(routes)).build().await.unwrap();
     let response = handle(&dispatcher, event(FIXTURE)).await.unwrap();
     assert_eq!(
         (response.summary.dispatched, response.summary.failed),
@@ -61,7 +62,7 @@ async fn failed_records_are_listed_in_kafka_form() {
 #[tokio::test]
 async fn malformed_event_fails_the_invocation() {
     let dir = tempfile::tempdir().unwrap();
-    let dispatcher = config(dir.path(), None).build().unwrap();
+    let dispatcher = config(dir.path(), None).build().await.unwrap();
     let bad = FIXTURE.replacen("1700000000123", "1.5", 1);
     let err = handle(&dispatcher, event(&bad)).await.unwrap_err();
     assert!(err.to_string().contains("timestamp"), "{err}");
@@ -79,7 +80,7 @@ async fn malformed_event_fails_the_invocation() {
 #[tokio::test]
 async fn bundled_routes_log_every_code_and_the_store_survives_a_cold_start() {
     let dir = tempfile::tempdir().unwrap();
-    let first = config(dir.path(), None).build().unwrap();
+    let first = config(dir.path(), None).build().await.unwrap();
     assert_eq!(
         handle(&first, event(FIXTURE))
             .await
@@ -90,7 +91,7 @@ async fn bundled_routes_log_every_code_and_the_store_survives_a_cold_start() {
     );
     drop(first);
     // Same /tmp (a warm environment re-initialised): still duplicates.
-    let second = config(dir.path(), None).build().unwrap();
+    let second = config(dir.path(), None).build().await.unwrap();
     assert_eq!(
         handle(&second, event(FIXTURE))
             .await
@@ -121,13 +122,64 @@ fn config_comes_from_the_environment() {
     })
     .unwrap_err();
     assert!(bad.to_string().contains("FLEETSTREAM_RETENTION"), "{bad}");
+    let pg = LambdaConfig::from_lookup(|name| match name {
+        "FLEETSTREAM_POSTGRES_URL" => Some("postgresql://u:hunter2@db/x".into()),
+        "FLEETSTREAM_POSTGRES_TABLE" => Some("dedup".into()),
+        _ => None,
+    })
+    .unwrap();
+    let c = pg.postgres.as_ref().unwrap();
+    assert_eq!(
+        (c.table.as_str(), c.retention),
+        ("dedup", Duration::from_secs(7 * 86400))
+    );
+    assert!(!format!("{pg:?}").contains("hunter2"), "{pg:?}");
 }
 
-#[test]
-fn bad_routes_file_is_a_start_error() {
+/// Two Lambda instances (separate /tmp) sharing PostgreSQL: the second sees duplicates.
+/// Skipped unless FLEETSTREAM_TEST_POSTGRES holds a URL (scripts/postgres start).
+#[tokio::test]
+async fn instances_sharing_postgres_deduplicate_across_each_other() {
+    let Some(url) = std::env::var("FLEETSTREAM_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: FLEETSTREAM_TEST_POSTGRES is unset");
+        return;
+    };
+    // A fresh table per run: the throwaway cluster outlives the test.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!(
+        "fs_lambda_test_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    let instance = |dir: &std::path::Path| {
+        let mut c = config(dir, None);
+        let mut pg = PostgresStoreConfig::new(url.clone());
+        pg.table = table.clone();
+        c.postgres = Some(pg);
+        c
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = instance(a.path()).build().await.unwrap();
+    let second = instance(b.path()).build().await.unwrap();
+    let body = FIXTURE;
+    let one = handle(&first, event(body)).await.unwrap();
+    let two = handle(&second, event(body)).await.unwrap();
+    assert_eq!(one.summary.dispatched, 3, "{one:?}");
+    assert_eq!(two.summary.duplicates, 3, "{two:?}");
+}
+
+#[tokio::test]
+async fn bad_routes_file_is_a_start_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = config(dir.path(), Some("default = [\"nope\"]"))
         .build()
+        .await
         .unwrap_err();
     assert!(matches!(err, StartError::Routes(_)), "{err}");
 }

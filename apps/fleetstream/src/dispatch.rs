@@ -3,7 +3,9 @@
 use crate::ConfigError;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
+use fleetstream_dispatcher::idempotency::{
+    FileStore, FileStoreConfig, IdempotencyStore, PostgresStore, PostgresStoreConfig,
+};
 use fleetstream_dispatcher::server::{self, ServerConfig, Token, DEFAULT_MAX_BODY_BYTES};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use std::io::Write as _;
@@ -25,7 +27,8 @@ pub enum DispatchCommand {
     /// an oversized body 413. `GET /metrics` serves Prometheus text.
     ///
     /// Idempotency keys are kept in <state-dir>/idempotency (a file store: replays after a restart
-    /// are still duplicates). Without --routes every code goes to <state-dir>/dispatched.jsonl.
+    /// are still duplicates), or with --postgres-url in a PostgreSQL table shared by several
+    /// servers. Without --routes every code goes to <state-dir>/dispatched.jsonl.
     ///
     /// Example: fleetstream dispatch serve --listen 127.0.0.1:9000 --state-dir /var/lib/fleetstream --routes config/routes.toml
     Serve(ServeArgs),
@@ -65,6 +68,19 @@ pub struct ServeArgs {
     /// horizon (topic retention, Lambda's maximum record age: 7 days by default).
     #[arg(long, env = "FLEETSTREAM_DISPATCH_RETENTION", default_value = "7d", value_parser = crate::cli::parse_duration)]
     pub retention: Duration,
+    /// Keep idempotency keys in PostgreSQL instead of the state dir, so several servers (or
+    /// Lambda instances) deduplicate against each other, e.g.
+    /// postgresql://fleetstream@127.0.0.1:55432/fleetstream. Prefer the environment variable
+    /// when the URL holds a password.
+    #[arg(long, env = "FLEETSTREAM_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Table of the PostgreSQL store (created if missing).
+    #[arg(
+        long,
+        env = "FLEETSTREAM_POSTGRES_TABLE",
+        default_value = "fleetstream_idempotency"
+    )]
+    pub postgres_table: String,
 }
 
 /// Parses `6291456`, `512KiB`, `6MiB`, `6MB`.
@@ -99,8 +115,9 @@ pub async fn run(cmd: DispatchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Builds the dispatcher of `dispatch serve`: routes, file store under the state dir.
-pub fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
+/// Builds the dispatcher of `dispatch serve`: routes, then the PostgreSQL store if
+/// --postgres-url is set, else the file store under the state dir.
+pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let table = match &args.routes {
@@ -108,14 +125,29 @@ pub fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
             .map_err(|e| ConfigError(format!("--routes {}: {e}", path.display())))?,
         None => RoutingTable::default_for_state_dir(&args.state_dir),
     };
-    let store_config = FileStoreConfig {
-        retention: args.retention,
-        ..Default::default()
+    let store: Arc<dyn IdempotencyStore> = match &args.postgres_url {
+        Some(url) => {
+            let mut config = PostgresStoreConfig::new(url.clone());
+            config.table = args.postgres_table.clone();
+            config.retention = args.retention;
+            Arc::new(
+                PostgresStore::connect(config)
+                    .await
+                    .context("connecting to --postgres-url (FLEETSTREAM_POSTGRES_URL)")?,
+            )
+        }
+        None => {
+            let config = FileStoreConfig {
+                retention: args.retention,
+                ..Default::default()
+            };
+            Arc::new(
+                FileStore::open(args.state_dir.join("idempotency"), config)
+                    .context("opening the idempotency store")?,
+            )
+        }
     };
-    let store = FileStore::open(args.state_dir.join("idempotency"), store_config)
-        .context("opening the idempotency store")?;
-    let mut dispatcher =
-        Dispatcher::new(table, Arc::new(store)).context("building the dispatch targets")?;
+    let mut dispatcher = Dispatcher::new(table, store).context("building the dispatch targets")?;
     if args.concurrency > 0 {
         dispatcher = dispatcher.with_concurrency_limit(args.concurrency);
     }
@@ -123,7 +155,7 @@ pub fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let dispatcher = Arc::new(build_dispatcher(&args)?);
+    let dispatcher = Arc::new(build_dispatcher(&args).await?);
     let token =
         match &args.token {
             Some(t) => Some(Token::new(t.clone()).ok_or_else(|| {

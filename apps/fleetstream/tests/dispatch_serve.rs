@@ -43,6 +43,7 @@ fn start(state_dir: &Path, extra: &[&str]) -> Server {
         .args(extra)
         .env_remove("FLEETSTREAM_ROUTES")
         .env_remove("FLEETSTREAM_DISPATCH_TOKEN")
+        .env_remove("FLEETSTREAM_POSTGRES_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -220,4 +221,46 @@ async fn oversized_event_gets_413() {
         .await
         .expect_err("too large");
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(413));
+}
+
+/// Two servers (separate state dirs, as on two machines) sharing one PostgreSQL store: a batch
+/// dispatched by one is a duplicate at the other. Skipped unless FLEETSTREAM_TEST_POSTGRES holds
+/// a URL (scripts/postgres start).
+#[tokio::test]
+async fn servers_sharing_postgres_deduplicate_across_each_other() {
+    let Some(url) = std::env::var("FLEETSTREAM_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: FLEETSTREAM_TEST_POSTGRES is unset (scripts/postgres start)");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!(
+        "fs_serve_test_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    let pg = [
+        "--postgres-url",
+        url.as_str(),
+        "--postgres-table",
+        table.as_str(),
+    ];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(a.path(), &pg);
+    let second = start(b.path(), &pg);
+    let one = invoke(&client(&first.endpoint, None).await, EVENT).await;
+    assert_eq!(one["summary"]["dispatched"], 3, "{one}");
+    let two = invoke(&client(&second.endpoint, None).await, EVENT).await;
+    assert_eq!(two["summary"]["duplicates"], 3, "{two}");
+    assert!(
+        !b.path().join("dispatched.jsonl").exists()
+            || std::fs::read_to_string(b.path().join("dispatched.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
 }

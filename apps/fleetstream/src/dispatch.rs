@@ -115,9 +115,35 @@ pub async fn run(cmd: DispatchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The store behind a served dispatcher, for its retention housekeeping.
+#[derive(Debug, Clone)]
+pub enum StoreHandle {
+    /// The file store under the state dir.
+    File(Arc<FileStore>),
+    /// The shared PostgreSQL store.
+    Postgres(Arc<PostgresStore>),
+}
+
+impl StoreHandle {
+    /// Forgets keys older than the retention window; returns how many.
+    pub async fn apply_retention(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            // Rewrites the log file: off the async threads.
+            StoreHandle::File(store) => {
+                let store = Arc::clone(store);
+                tokio::task::spawn_blocking(move || store.compact()).await?? as u64
+            }
+            StoreHandle::Postgres(store) => store.purge().await?,
+        })
+    }
+}
+
+/// How often `dispatch serve` applies retention: hourly, cheap next to a 7-day window.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
 /// Builds the dispatcher of `dispatch serve`: routes, then the PostgreSQL store if
 /// --postgres-url is set, else the file store under the state dir.
-pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
+pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, StoreHandle)> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let table = match &args.routes {
@@ -125,37 +151,52 @@ pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<Dispatcher> {
             .map_err(|e| ConfigError(format!("--routes {}: {e}", path.display())))?,
         None => RoutingTable::default_for_state_dir(&args.state_dir),
     };
-    let store: Arc<dyn IdempotencyStore> = match &args.postgres_url {
+    let (store, handle): (Arc<dyn IdempotencyStore>, StoreHandle) = match &args.postgres_url {
         Some(url) => {
             let mut config = PostgresStoreConfig::new(url.clone());
             config.table = args.postgres_table.clone();
             config.retention = args.retention;
-            Arc::new(
+            let store = Arc::new(
                 PostgresStore::connect(config)
                     .await
                     .context("connecting to --postgres-url (FLEETSTREAM_POSTGRES_URL)")?,
-            )
+            );
+            (store.clone(), StoreHandle::Postgres(store))
         }
         None => {
             let config = FileStoreConfig {
                 retention: args.retention,
                 ..Default::default()
             };
-            Arc::new(
+            let store = Arc::new(
                 FileStore::open(args.state_dir.join("idempotency"), config)
                     .context("opening the idempotency store")?,
-            )
+            );
+            (store.clone(), StoreHandle::File(store))
         }
     };
     let mut dispatcher = Dispatcher::new(table, store).context("building the dispatch targets")?;
     if args.concurrency > 0 {
         dispatcher = dispatcher.with_concurrency_limit(args.concurrency);
     }
-    Ok(dispatcher)
+    Ok((dispatcher, handle))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let dispatcher = Arc::new(build_dispatcher(&args).await?);
+    let (dispatcher, store) = build_dispatcher(&args).await?;
+    let dispatcher = Arc::new(dispatcher);
+    // Retention housekeeping; the file store also applies it at every start.
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match store.apply_retention().await {
+                Ok(n) => tracing::info!(forgotten = n, "idempotency retention applied"),
+                Err(e) => tracing::warn!(error = %e, "idempotency retention failed"),
+            }
+        }
+    });
     let token =
         match &args.token {
             Some(t) => Some(Token::new(t.clone()).ok_or_else(|| {

@@ -5,8 +5,8 @@
 
 use fleetstream_core::Code;
 use fleetstream_obs::dispatch as names;
+use fleetstream_obs::prometheus::{Exposition, HistogramSample};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,29 +37,20 @@ impl Histogram {
         self.count
     }
 
-    /// Writes `_bucket`, `_sum` and `_count` lines; `labels` is `k="v",...` or empty.
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, le) in names::LATENCY_BUCKETS_SECONDS.iter().enumerate() {
-            cumulative += self.buckets[i];
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
+    /// The histogram in the form [`Exposition::histogram`] writes.
+    pub fn sample(&self) -> HistogramSample {
+        let mut cumulative = Vec::with_capacity(names::LATENCY_BUCKETS_SECONDS.len());
+        let mut running = 0;
+        for n in &self.buckets[..names::LATENCY_BUCKETS_SECONDS.len()] {
+            running += n;
+            cumulative.push(running);
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_seconds);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+        HistogramSample {
+            bounds: names::LATENCY_BUCKETS_SECONDS.to_vec(),
+            cumulative,
+            count: self.count,
+            sum: self.sum_seconds,
+        }
     }
 }
 
@@ -140,8 +131,8 @@ impl DispatchMetrics {
             .unwrap_or_default()
     }
 
-    /// Appends the metrics in the Prometheus text exposition format (version 0.0.4).
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// Adds the metrics to a Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, e: &mut Exposition) {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let counters: [Counter; 3] = [
             (names::DISPATCHED_TOTAL, "Records a target took.", |s| {
@@ -159,34 +150,39 @@ impl DispatchMetrics {
             ),
         ];
         for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((target, code), stats) in &inner.per_target {
-                let _ = writeln!(
-                    out,
-                    "{name}{{target=\"{target}\",code=\"{code}\"}} {}",
-                    get(stats)
+                let code = code.to_string();
+                let labels = [("target", target.as_str()), ("code", code.as_str())];
+                e.counter(name, help, &labels, get(stats) as f64);
+            }
+        }
+        for ((target, code), stats) in &inner.per_target {
+            if stats.latency.count() > 0 {
+                let code = code.to_string();
+                let labels = [("target", target.as_str()), ("code", code.as_str())];
+                e.histogram(
+                    names::DELIVERY_SECONDS,
+                    "Time of one delivery call to one target, retries included.",
+                    &labels,
+                    &stats.latency.sample(),
                 );
             }
         }
-        let name = names::DELIVERY_SECONDS;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time of one delivery call to one target.\n# TYPE {name} histogram"
-        );
-        for ((target, code), stats) in &inner.per_target {
-            if stats.latency.count() > 0 {
-                let labels = format!("target=\"{target}\",code=\"{code}\"");
-                stats.latency.render(out, name, &labels);
-            }
-        }
-        let name = names::RECORDS_TOTAL;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Records by final outcome.\n# TYPE {name} counter"
-        );
         for (outcome, n) in &inner.outcomes {
-            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {n}");
+            e.counter(
+                names::RECORDS_TOTAL,
+                "Records by final outcome.",
+                &[("outcome", outcome)],
+                *n as f64,
+            );
         }
+    }
+
+    /// The metrics as Prometheus text.
+    pub fn render_prometheus(&self) -> String {
+        let mut e = Exposition::new();
+        self.render(&mut e);
+        e.finish()
     }
 }
 
@@ -200,8 +196,9 @@ mod tests {
         h.observe(Duration::from_micros(100));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
+        let mut e = Exposition::new();
+        e.histogram("x", "help", &[("a", "b")], &h.sample());
+        let out = e.finish();
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.0005\"} 1\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.005\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
@@ -221,8 +218,7 @@ mod tests {
         }
         let s = m.stats("alerts", Code(300));
         assert_eq!((s.dispatched, s.duplicates, s.failed), (4, 2, 0));
-        let mut out = String::new();
-        m.render_prometheus(&mut out);
+        let out = m.render_prometheus();
         assert!(out
             .contains("fleetstream_dispatch_dispatched_total{target=\"alerts\",code=\"300\"} 4\n"));
         assert!(out.contains("fleetstream_dispatch_records_total{outcome=\"dispatched\"} 2\n"));

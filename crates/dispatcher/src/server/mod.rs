@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use fleetstream_obs::dispatch as names;
+use fleetstream_obs::prometheus::Exposition;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -229,34 +229,40 @@ async fn answer(state: &Arc<AppState>, name: &str, headers: &HeaderMap, body: Bo
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut out = String::with_capacity(4096);
-    state.dispatcher.metrics().render_prometheus(&mut out);
-    let name = names::INVOCATIONS_TOTAL;
-    let _ = writeln!(
-        out,
-        "# HELP {name} Invoke requests by HTTP status.\n# TYPE {name} counter"
-    );
-    for (status, n) in state
+    let mut e = Exposition::new();
+    state.dispatcher.metrics().render(&mut e);
+    let by_status = state
         .metrics
         .by_status
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-    {
-        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+        .clone();
+    for (status, n) in by_status {
+        let status = status.to_string();
+        e.counter(
+            names::INVOCATIONS_TOTAL,
+            "Invoke requests by HTTP status.",
+            &[("status", status.as_str())],
+            n as f64,
+        );
     }
-    let name = names::INVOCATION_SECONDS;
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time to answer one Invoke request.\n# TYPE {name} histogram"
-    );
-    state
+    let latency = state
         .metrics
         .latency
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .render(&mut out, name, "");
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+        .sample();
+    e.histogram(
+        names::INVOCATION_SECONDS,
+        "Time to answer one Invoke request.",
+        &[],
+        &latency,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        e.finish(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

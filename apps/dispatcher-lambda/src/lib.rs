@@ -14,6 +14,10 @@
 //! - `FLEETSTREAM_RETENTION`: how long completed keys are remembered, default `7d`.
 //! - `FLEETSTREAM_POSTGRES_URL`: when set, the idempotency store is PostgreSQL (table
 //!   `FLEETSTREAM_POSTGRES_TABLE`, default `fleetstream_idempotency`) instead of `/tmp`.
+//! - `FLEETSTREAM_IN_PROGRESS_TTL`: lifetime of a PostgreSQL in-progress marker, default `15m`
+//!   (Lambda's maximum timeout). Set it a little above the function's timeout: a marker left by
+//!   an invocation that timed out blocks redeliveries of its records (reported `in_progress`,
+//!   retriable) until it expires.
 //!
 //! Idempotency: by default a [`FileStore`] under `/tmp`. Each Lambda execution environment has
 //! its own `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so
@@ -102,7 +106,7 @@ pub struct LambdaConfig {
 
 impl LambdaConfig {
     /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`,
-    /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`.
+    /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`, `FLEETSTREAM_IN_PROGRESS_TTL`.
     pub fn from_env() -> Result<Self, StartError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -117,11 +121,23 @@ impl LambdaConfig {
             })?,
             None => FileStoreConfig::default().retention,
         };
+        let ttl = match non_empty("FLEETSTREAM_IN_PROGRESS_TTL") {
+            Some(text) => Some(
+                humantime_duration(&text).map_err(|message| StartError::Env {
+                    name: "FLEETSTREAM_IN_PROGRESS_TTL",
+                    message,
+                })?,
+            ),
+            None => None,
+        };
         let postgres = non_empty("FLEETSTREAM_POSTGRES_URL").map(|url| {
             let mut c = PostgresStoreConfig::new(url);
             c.retention = retention;
             if let Some(table) = non_empty("FLEETSTREAM_POSTGRES_TABLE") {
                 c.table = table;
+            }
+            if let Some(ttl) = ttl {
+                c.in_progress_ttl = ttl;
             }
             c
         });

@@ -125,10 +125,12 @@ fn config_comes_from_the_environment() {
     let pg = LambdaConfig::from_lookup(|name| match name {
         "FLEETSTREAM_POSTGRES_URL" => Some("postgresql://u:hunter2@db/x".into()),
         "FLEETSTREAM_POSTGRES_TABLE" => Some("dedup".into()),
+        "FLEETSTREAM_IN_PROGRESS_TTL" => Some("70s".into()),
         _ => None,
     })
     .unwrap();
     let c = pg.postgres.as_ref().unwrap();
+    assert_eq!(c.in_progress_ttl, Duration::from_secs(70));
     assert_eq!(
         (c.table.as_str(), c.retention),
         ("dedup", Duration::from_secs(7 * 86400))

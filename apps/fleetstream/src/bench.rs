@@ -299,7 +299,11 @@ async fn worker(args: BenchWorkerArgs) -> anyhow::Result<()> {
         } else {
             ""
         };
-        bail!("only {} of {} records settled, no progress for 30 s{hint}", result.settled, produced);
+        bail!(
+            "only {} of {} records settled, no progress for 30 s{hint}",
+            result.settled,
+            produced
+        );
     }
     Ok(())
 }

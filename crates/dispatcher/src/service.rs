@@ -18,12 +18,28 @@ use tokio::sync::Semaphore;
 
 /// A target could not be built from the routing table.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open target `{name}`: {source}")]
-pub struct BuildError {
-    /// Target name.
-    pub name: String,
-    /// The underlying error.
-    pub source: std::io::Error,
+pub enum BuildError {
+    /// A file the target writes could not be opened.
+    #[error("cannot open target `{name}`: {source}")]
+    Open {
+        /// Target name.
+        name: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The routing file declares a target this crate does not implement (`kind = "kafka"`: the
+    /// dispatcher links no Kafka client) and the caller supplied none under its name.
+    #[error(
+        "target `{name}` (kind = \"{kind}\") has no implementation here: this dispatcher links \
+         no Kafka client, so the program must supply one (`fleetstream worker` and \
+         `fleetstream dispatch serve` do; the Lambda binary cannot: route to `http` instead)"
+    )]
+    NotSupplied {
+        /// Target name.
+        name: String,
+        /// The target's `kind` in the routing file.
+        kind: &'static str,
+    },
 }
 
 /// Routes records to targets with exactly one effect per record and target, as long as the
@@ -125,11 +141,32 @@ impl Drop for Held {
 }
 
 impl Dispatcher {
-    /// Builds every target the table declares (opening `jsonl` files) over `store`.
+    /// Builds every target the table declares (opening `jsonl` files) over `store`. Fails with
+    /// [`BuildError::NotSupplied`] if the table declares a `kafka` target: use
+    /// [`Dispatcher::new_with_targets`] to supply it.
     pub fn new(table: RoutingTable, store: Arc<dyn IdempotencyStore>) -> Result<Self, BuildError> {
+        Self::new_with_targets(table, store, Vec::new())
+    }
+
+    /// Like [`Dispatcher::new`], with targets built by the caller: each one replaces the
+    /// declared target of the same name (as [`Dispatcher::with_target`] does afterwards), and
+    /// is required for every target kind this crate does not implement (`kafka`).
+    pub fn new_with_targets(
+        table: RoutingTable,
+        store: Arc<dyn IdempotencyStore>,
+        supplied: Vec<Arc<dyn Target>>,
+    ) -> Result<Self, BuildError> {
+        let mut supplied: HashMap<String, Arc<dyn Target>> = supplied
+            .into_iter()
+            .map(|t| (t.name().to_owned(), t))
+            .collect();
         let mut targets: HashMap<String, Arc<dyn Target>> = HashMap::new();
         let mut memory = HashMap::new();
         for (name, kind) in table.targets() {
+            if let Some(target) = supplied.remove(name) {
+                targets.insert(name.to_owned(), target);
+                continue;
+            }
             let target: Arc<dyn Target> = match kind {
                 TargetKind::Memory => {
                     let m = Arc::new(MemoryTarget::new(name));
@@ -138,15 +175,23 @@ impl Dispatcher {
                 }
                 TargetKind::Log => Arc::new(LogTarget::new(name)),
                 TargetKind::Http(config) => Arc::new(HttpTarget::new(name, config.clone())),
-                TargetKind::Jsonl(path) => {
-                    Arc::new(JsonlTarget::open(name, path).map_err(|source| BuildError {
+                TargetKind::Jsonl(path) => Arc::new(JsonlTarget::open(name, path).map_err(
+                    |source| BuildError::Open {
                         name: name.to_owned(),
                         source,
-                    })?)
+                    },
+                )?),
+                TargetKind::Kafka { .. } => {
+                    return Err(BuildError::NotSupplied {
+                        name: name.to_owned(),
+                        kind: kind.kind_name(),
+                    })
                 }
             };
             targets.insert(name.to_owned(), target);
         }
+        // Supplied targets no route names (routes decide which names are used).
+        targets.extend(supplied);
         Ok(Self {
             table,
             store,

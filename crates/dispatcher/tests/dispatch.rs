@@ -367,3 +367,30 @@ async fn concurrency_limit_still_dispatches_everything() {
     assert_eq!(a.summary.duplicates + b.summary.duplicates, 10);
     assert_exactly_once(&d);
 }
+
+const KAFKA_ROUTES: &str = r#"
+default = ["fanout"]
+[targets.fanout]
+kind = "kafka"
+topic = "fleet-fanout"
+"#;
+
+/// A `kafka` target has no implementation in this crate: building without one names it; a
+/// target supplied under its name is used.
+#[tokio::test]
+async fn kafka_target_must_be_supplied_by_the_caller() {
+    let table = RoutingTable::from_toml_str(KAFKA_ROUTES, "/nonexistent").unwrap();
+    let err = Dispatcher::new(table.clone(), Arc::new(MemoryStore::default())).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("`fanout`") && message.contains("kafka"),
+        "{message}"
+    );
+
+    let supplied = Arc::new(MemoryTarget::new("fanout"));
+    let target: Arc<dyn Target> = supplied.clone();
+    let d = Dispatcher::new_with_targets(table, Arc::new(MemoryStore::default()), vec![target])
+        .unwrap();
+    assert_eq!(d.dispatch(batch()).await.summary.dispatched, 10);
+    assert_eq!(supplied.total(), 10);
+}

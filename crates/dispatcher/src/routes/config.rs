@@ -68,6 +68,14 @@ pub enum TargetSpec {
         #[serde(default = "default_http_backoff", with = "humantime_serde")]
         initial_backoff: Duration,
     },
+    /// Produces every record, unchanged (key, value, headers), to a Kafka topic: fan-out to
+    /// other consumers. The dispatcher links no Kafka client, so the program embedding it must
+    /// supply the implementation (`fleetstream worker` and `fleetstream dispatch serve` do; the
+    /// Lambda binary cannot and refuses such a routing file at start-up).
+    Kafka {
+        /// Destination topic, e.g. `"fleet-fanout"`. Required.
+        topic: String,
+    },
 }
 
 fn default_http_timeout() -> Duration {

@@ -57,6 +57,25 @@ pub enum TargetKind {
     Log,
     /// JSON batches POSTed to an endpoint.
     Http(HttpTargetConfig),
+    /// Records produced to this Kafka topic. Implemented outside this crate (it links no Kafka
+    /// client): the caller supplies it, see [`crate::Dispatcher::new_with_targets`].
+    Kafka {
+        /// Destination topic (a valid Kafka topic name).
+        topic: String,
+    },
+}
+
+impl TargetKind {
+    /// The `kind` as written in the routing file.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            TargetKind::Memory => "memory",
+            TargetKind::Jsonl(_) => "jsonl",
+            TargetKind::Log => "log",
+            TargetKind::Http(_) => "http",
+            TargetKind::Kafka { .. } => "kafka",
+        }
+    }
 }
 
 /// Where one code goes.
@@ -145,6 +164,9 @@ impl RoutingTable {
                     concurrency,
                     initial_backoff,
                 )?),
+                TargetSpec::Kafka { topic } => TargetKind::Kafka {
+                    topic: validate_topic(&name, topic)?,
+                },
             };
             targets.insert(name, kind);
         }
@@ -208,6 +230,26 @@ impl RoutingTable {
     pub fn targets(&self) -> impl Iterator<Item = (&str, &TargetKind)> {
         self.targets.iter().map(|(n, k)| (n.as_str(), k))
     }
+}
+
+/// Kafka's own rule: 1 to 249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn validate_topic(name: &str, topic: String) -> Result<String, RoutesError> {
+    let key = format!("targets.{name}.topic");
+    if topic.is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    // 249: the broker's limit on topic name length.
+    if topic.len() > 249 {
+        return Err(invalid(key, "longer than 249 characters"));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !topic.chars().all(valid) || topic == "." || topic == ".." {
+        return Err(invalid(
+            key,
+            format!("{topic:?} is not a topic name (letters, digits, '.', '_', '-')"),
+        ));
+    }
+    Ok(topic)
 }
 
 fn validate_http(

@@ -69,7 +69,7 @@ fn errors_name_the_bad_key() {
     assert!(err("defualt = []").contains("defualt"));
     assert!(err("[targets.a]\nkind = \"memory\"\npath = \"x\"").contains("path"));
     assert!(err("[targets.a]\nkind = \"jsonl\"\npath = \"x\"\nsize = 1").contains("size"));
-    assert!(err("[targets.a]\nkind = \"kafka\"").contains("kafka"));
+    assert!(err("[targets.a]\nkind = \"sqs\"").contains("sqs"));
     assert!(err("unknown_code = \"drop\"").contains("drop"));
     let e = err("[routes]\n\"300\" = [\"nope\"]");
     assert!(e.contains("routes.\"300\"[0]") && e.contains("nope"), "{e}");
@@ -133,4 +133,30 @@ fn http_targets_are_validated() {
         let e = err(&format!("{base}{extra}"));
         assert!(e.contains(key) && e.contains(words), "{extra}: {e}");
     }
+}
+
+#[test]
+fn kafka_target_parses_and_validates_its_topic() {
+    let ok =
+        table("default = [\"f\"]\n[targets.f]\nkind = \"kafka\"\ntopic = \"fleet.fan-out_1\"\n")
+            .unwrap();
+    let kinds: Vec<_> = ok.targets().map(|(_, k)| k.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![TargetKind::Kafka {
+            topic: "fleet.fan-out_1".into()
+        }]
+    );
+    assert_eq!(kinds[0].kind_name(), "kafka");
+    let e = err("[targets.f]\nkind = \"kafka\"\ntopic = \"\"\n");
+    assert!(e.contains("targets.f.topic") && e.contains("empty"), "{e}");
+    let e = err("[targets.f]\nkind = \"kafka\"\ntopic = \"a b\"\n");
+    assert!(e.contains("targets.f.topic"), "{e}");
+    let e = err(&format!(
+        "[targets.f]\nkind = \"kafka\"\ntopic = \"{}\"\n",
+        "t".repeat(250)
+    ));
+    assert!(e.contains("249"), "{e}");
+    let e = err("[targets.f]\nkind = \"kafka\"\n");
+    assert!(e.contains("topic"), "missing topic: {e}");
 }

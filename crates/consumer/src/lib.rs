@@ -9,6 +9,7 @@
 mod config;
 mod dead_letter;
 mod http;
+mod kafka_target;
 mod lambda;
 mod metrics;
 mod settle;
@@ -18,6 +19,7 @@ mod worker;
 pub use config::WorkerConfig;
 pub use dead_letter::{DeadLetter, DeadLetterWriter};
 pub use http::{parse_response, HttpInvoke};
+pub use kafka_target::KafkaTarget;
 pub use lambda::LambdaInvoke;
 pub use metrics::{WorkerMetrics, WorkerSnapshot};
 pub use transport::{DispatchFuture, InProcess, Transport, TransportError};

@@ -1,13 +1,18 @@
 //! `fleetstream dispatch ...`: the dispatcher's deployables that run from the CLI.
 
+use crate::cli::ClusterArgs;
 use crate::ConfigError;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use fleetstream_consumer::KafkaTarget;
 use fleetstream_dispatcher::idempotency::{
     FileStore, FileStoreConfig, IdempotencyStore, PostgresStore, PostgresStoreConfig,
 };
+use fleetstream_dispatcher::routes::TargetKind;
 use fleetstream_dispatcher::server::{self, ServerConfig, Token, DEFAULT_MAX_BODY_BYTES};
+use fleetstream_dispatcher::targets::Target;
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
+use fleetstream_kafka::ProducerSettings;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +42,10 @@ pub enum DispatchCommand {
 /// Flags of `dispatch serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// The cluster `kafka` targets produce to (--bootstrap is required when the routes have
+    /// one; unused otherwise).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Address to listen on; port 0 picks a free port (printed on the first line of output).
     #[arg(
         long,
@@ -175,11 +184,32 @@ pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, S
             (store.clone(), StoreHandle::File(store))
         }
     };
-    let mut dispatcher = Dispatcher::new(table, store).context("building the dispatch targets")?;
+    let kafka = kafka_targets(args, &table)?;
+    let mut dispatcher = Dispatcher::new_with_targets(table, store, kafka)
+        .context("building the dispatch targets")?;
     if args.concurrency > 0 {
         dispatcher = dispatcher.with_concurrency_limit(args.concurrency);
     }
     Ok((dispatcher, handle))
+}
+
+/// The `kafka` targets of `table`, producing to the cluster of --bootstrap, which they need
+/// (an embedded cluster would vanish with the server). None without such targets.
+fn kafka_targets(args: &ServeArgs, table: &RoutingTable) -> anyhow::Result<Vec<Arc<dyn Target>>> {
+    let Some((name, _)) = table
+        .targets()
+        .find(|(_, kind)| matches!(kind, TargetKind::Kafka { .. }))
+    else {
+        return Ok(Vec::new());
+    };
+    if args.cluster.bootstrap.is_none() {
+        bail!(ConfigError(format!(
+            "target `{name}` (kind = \"kafka\") needs --bootstrap (FLEETSTREAM_BOOTSTRAP): the cluster to produce to"
+        )));
+    }
+    let cluster = crate::connect(&args.cluster)?;
+    KafkaTarget::for_routes(table, &ProducerSettings::new(cluster.connection().clone()))
+        .context("creating the producers of the kafka targets")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

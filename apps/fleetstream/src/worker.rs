@@ -6,7 +6,8 @@ use crate::{connect, load_topology, ConfigError};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use fleetstream_consumer::{
-    HttpInvoke, InProcess, LambdaInvoke, Transport, Worker, WorkerConfig, WorkerMetrics,
+    HttpInvoke, InProcess, KafkaTarget, LambdaInvoke, Transport, Worker, WorkerConfig,
+    WorkerMetrics,
 };
 use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
@@ -168,6 +169,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;
 
+    let cluster = connect(&args.cluster)?;
+    let conn = cluster.connection().clone();
     let transport: Arc<dyn Transport> = match args.transport {
         TransportKind::InProcess => {
             std::fs::create_dir_all(&args.state_dir)
@@ -181,9 +184,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 FileStoreConfig::default(),
             )
             .context("opening the idempotency store")?;
-            Arc::new(InProcess(Arc::new(Dispatcher::new(
+            // `kafka` targets produce to this worker's cluster.
+            let kafka = KafkaTarget::for_routes(&table, &ProducerSettings::new(conn.clone()))
+                .context("creating the producers of the kafka targets")?;
+            Arc::new(InProcess(Arc::new(Dispatcher::new_with_targets(
                 table,
                 Arc::new(store),
+                kafka,
             )?)))
         }
         TransportKind::Http => {
@@ -209,8 +216,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         ),
     };
 
-    let cluster = connect(&args.cluster)?;
-    let conn = cluster.connection().clone();
     let metrics = Arc::new(WorkerMetrics::default());
     let worker_id = config.worker_id.clone();
     let worker = Worker::new(

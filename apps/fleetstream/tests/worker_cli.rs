@@ -297,3 +297,66 @@ async fn worker_exports_metrics_and_lag() {
     assert!(worker.wait().unwrap().success());
     assert!(ok, "metrics never showed the work:\n{last}");
 }
+
+/// An in-process worker whose routes name a `kafka` target fans every record out to that topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_process_worker_fans_out_to_a_kafka_target() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topology_path = dir.path().join("topology.toml");
+    std::fs::write(&topology_path, &text).unwrap();
+    let topology = Topology::from_toml_str(&text).unwrap();
+    // A second copy of the topology only provides the (empty) fan-out topic.
+    let (_, sink_text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let sink = Topology::from_toml_str(&sink_text).unwrap();
+    let admin = Admin::new(&cluster).unwrap();
+    admin.apply(&topology).await.unwrap();
+    admin.apply(&sink).await.unwrap();
+    let fanout = sink.source_topics().next().unwrap().name.clone();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "default = [\"fanout\"]\n[targets.fanout]\nkind = \"kafka\"\ntopic = \"{fanout}\"\n"
+        ),
+    )
+    .unwrap();
+    let conn = cluster.connection().clone();
+    let (n, run) = (500u64, 0xfa_u64);
+    assert_eq!(produce_telemetry(&conn, &topology, run, n), n);
+
+    let routes_arg = routes.to_string_lossy().into_owned();
+    let mut worker = spawn_worker_with(
+        &conn.bootstrap,
+        &topology_path,
+        &dir.path().join("state"),
+        &dir.path().join("w.json"),
+        &["--routes", &routes_arg],
+    );
+    let group = topology.groups().into_keys().next().unwrap();
+    let topics: Vec<String> = topology.source_topics().map(|t| t.name.clone()).collect();
+    let drained = wait_until(Duration::from_secs(90), || {
+        group_lag(&conn, &group, &topics, Duration::from_secs(5))
+            .is_ok_and(|l| l.iter().all(|p| p.lag == 0))
+    });
+    Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success());
+    assert!(drained, "the worker did not commit everything");
+
+    let out = read_topic_to_end(&conn, &fanout, Duration::from_secs(30)).unwrap();
+    let ids: HashSet<String> = out
+        .iter()
+        .map(|r| String::from_utf8(r.header(headers::MESSAGE_ID).unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(out.len() as u64, n, "one record per event in {fanout}");
+    for seq in 0..n {
+        assert!(
+            ids.contains(&MessageId { run, seq }.to_string()),
+            "id {seq}"
+        );
+    }
+}

@@ -7,9 +7,9 @@
 //! [`RECORDER_ADDR`]`/events`; `scripts/e2e-lambda` sets that up and runs this test with
 //! `FLEETSTREAM_TEST_LAMBDA_E2E=http://127.0.0.1:9001`. Without that variable the test skips.
 
-use fleetstream_core::{MessageId, Topology};
-use fleetstream_kafka::{group_lag, Admin};
-use fleetstream_testkit::{cluster, produce_telemetry, unique_topology, wait_until};
+use fleetstream_core::MessageId;
+use fleetstream_kafka::group_lag;
+use fleetstream_testkit::{produce_telemetry, topology_fixture, wait_until, TopologyFixture};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -98,17 +98,13 @@ async fn producer_worker_emulator_lambda_http_target_loses_nothing() {
     };
     let received = start_recorder();
 
-    let cluster = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let (prefix, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
-    let topology_path = dir.path().join("topology.toml");
-    std::fs::write(&topology_path, &text).unwrap();
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let TopologyFixture {
+        cluster,
+        dir,
+        path: topology_path,
+        topology,
+        prefix,
+    } = topology_fixture(fleetstream::DOMAIN_TOPOLOGY).await;
     let conn = cluster.connection().clone();
 
     let n = 2_000u64;

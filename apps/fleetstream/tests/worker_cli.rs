@@ -5,7 +5,9 @@
 
 use fleetstream_core::{MessageId, Topology};
 use fleetstream_kafka::{group_lag, headers, read_topic_to_end, Admin};
-use fleetstream_testkit::{cluster, produce_telemetry, unique_topology, wait_until};
+use fleetstream_testkit::{
+    cluster, produce_telemetry, topology_fixture, unique_topology, wait_until, TopologyFixture,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,45 +57,41 @@ fn spawn_worker_with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_killed_mid_stream_loses_nothing_and_rereads_only_uncommitted() {
-    let cluster = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let (prefix, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
-    let topology_path = dir.path().join("topology.toml");
-    std::fs::write(&topology_path, &text).unwrap();
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let TopologyFixture {
+        cluster,
+        dir,
+        path: topology_path,
+        topology,
+        prefix,
+    } = topology_fixture(fleetstream::DOMAIN_TOPOLOGY).await;
     let conn = cluster.connection().clone();
     let bootstrap = conn.bootstrap.clone();
 
-    // 20,000 events over both topics, keyed by the topology's composite keys.
-    let n = 20_000u64;
+    // 100,000 events over both topics, keyed by the topology's composite keys: enough that the
+    // worker is still busy when its first offsets are committed (every second).
+    let n = 100_000u64;
     let run = 0xabcd_u64;
     assert_eq!(produce_telemetry(&conn, &topology, run, n), n);
 
     let state = dir.path().join("state");
     let dispatched = state.join("dispatched.jsonl");
+    let group = topology.groups().into_keys().next().unwrap();
+    let topics: Vec<String> = topology.source_topics().map(|t| t.name.clone()).collect();
     let mut first = spawn_worker(
         &bootstrap,
         &topology_path,
         &state,
         &dir.path().join("w1.json"),
     );
+    // Kill it as soon as the group has committed something: mid-stream by construction.
     let some = wait_until(Duration::from_secs(60), || {
-        jsonl_ids(&dispatched).len() >= 4_000
+        group_lag(&conn, &group, &topics, Duration::from_secs(5))
+            .is_ok_and(|l| l.iter().any(|p| p.committed.is_some_and(|c| c > 0)))
     });
     first.kill().unwrap(); // SIGKILL: no shutdown, no final commit
     first.wait().unwrap();
-    assert!(
-        some,
-        "the first worker dispatched too little before the kill"
-    );
+    assert!(some, "the first worker never committed before the kill");
 
-    let group = topology.groups().into_keys().next().unwrap();
-    let topics: Vec<String> = topology.source_topics().map(|t| t.name.clone()).collect();
     let before = group_lag(&conn, &group, &topics, Duration::from_secs(10)).unwrap();
     let uncommitted: i64 = before.iter().map(|l| l.lag).sum();
     assert!(
@@ -176,17 +174,13 @@ fn free_port() -> u16 {
 /// API) -> JSON-lines target: every id dispatched exactly once, offsets committed.
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_invokes_the_dispatcher_through_the_lambda_api() {
-    let cluster = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
-    let topology_path = dir.path().join("topology.toml");
-    std::fs::write(&topology_path, &text).unwrap();
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let TopologyFixture {
+        cluster,
+        dir,
+        path: topology_path,
+        topology,
+        prefix: _,
+    } = topology_fixture(fleetstream::DOMAIN_TOPOLOGY).await;
     let conn = cluster.connection().clone();
 
     let port = free_port();
@@ -261,17 +255,13 @@ fn scrape(port: u16) -> String {
 /// `--metrics-addr` serves Prometheus text with the dispatched counter and the lag gauge.
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_exports_metrics_and_lag() {
-    let cluster = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
-    let topology_path = dir.path().join("topology.toml");
-    std::fs::write(&topology_path, &text).unwrap();
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let TopologyFixture {
+        cluster,
+        dir,
+        path: topology_path,
+        topology,
+        prefix: _,
+    } = topology_fixture(fleetstream::DOMAIN_TOPOLOGY).await;
     let conn = cluster.connection().clone();
     assert_eq!(produce_telemetry(&conn, &topology, 9, 500), 500);
 

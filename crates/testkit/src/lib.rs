@@ -123,3 +123,40 @@ pub fn produce_telemetry(
         .expect("flush");
     acks.0.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// A topology with unique names, written to a temporary file and applied to the cluster under
+/// test: what most process-level tests start from.
+pub struct TopologyFixture {
+    /// The cluster under test.
+    pub cluster: ClusterHandle,
+    /// Temporary directory (holds the topology file; removed on drop).
+    pub dir: tempfile::TempDir,
+    /// Path of the topology file, for `--topology`.
+    pub path: std::path::PathBuf,
+    /// The parsed topology.
+    pub topology: fleetstream_core::Topology,
+    /// The random prefix of its topic and group names.
+    pub prefix: String,
+}
+
+/// Builds a [`TopologyFixture`] from a topology file's text (renamed with [`unique_topology`]).
+pub async fn topology_fixture(base: &str) -> TopologyFixture {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (prefix, text) = unique_topology(base);
+    let path = dir.path().join("topology.toml");
+    std::fs::write(&path, &text).expect("write topology");
+    let topology = fleetstream_core::Topology::from_toml_str(&text).expect("valid topology");
+    fleetstream_kafka::Admin::new(&cluster)
+        .expect("admin")
+        .apply(&topology)
+        .await
+        .expect("apply");
+    TopologyFixture {
+        cluster,
+        dir,
+        path,
+        topology,
+        prefix,
+    }
+}

@@ -20,26 +20,36 @@ impl LambdaInvoke {
     /// (`AWS_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profile). With `endpoint`
     /// (an `http://` URL of an emulator or `fleetstream dispatch serve`) calls go there.
     ///
-    /// This build speaks plain HTTP only: AWS's own HTTPS endpoint is reached through an
-    /// endpoint override to a local proxy, or a build with TLS for the SDK (not yet wired).
+    /// Without an endpoint the SDK calls AWS's own HTTPS endpoint for the region, which needs a
+    /// build with the `lambda-tls` feature (`fleetstream` `--features tls`); the default build
+    /// speaks plain HTTP to an emulator or `fleetstream dispatch serve`.
     pub async fn new(function: &str, endpoint: Option<&str>) -> Result<Self, String> {
-        let Some(endpoint) = endpoint else {
-            return Err("an http:// --lambda-endpoint is required: this build has no TLS client for AWS's HTTPS endpoint".into());
-        };
-        if !endpoint.starts_with("http://") {
-            return Err(format!(
-                "--lambda-endpoint {endpoint:?} must be an http:// URL"
-            ));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        match endpoint {
+            Some(e) if e.starts_with("http://") => {
+                loader = loader
+                    .endpoint_url(e)
+                    .http_client(aws_smithy_http_client::Builder::new().build_http());
+            }
+            Some(e) if e.starts_with("https://") => {
+                loader = loader.endpoint_url(e).http_client(https_client()?);
+            }
+            Some(e) => {
+                return Err(format!(
+                    "--lambda-endpoint {e:?} must be an http:// or https:// URL"
+                ))
+            }
+            None => loader = loader.http_client(https_client()?),
         }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .http_client(aws_smithy_http_client::Builder::new().build_http());
-        if std::env::var_os("AWS_REGION").is_none()
+        let local = endpoint.is_some_and(|e| e.starts_with("http://"));
+        if local
+            && std::env::var_os("AWS_REGION").is_none()
             && std::env::var_os("AWS_DEFAULT_REGION").is_none()
         {
+            // A local emulator ignores the region; AWS itself needs AWS_REGION.
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             // Emulators accept any signature; real endpoints need real credentials.
             loader = loader.credentials_provider(aws_sdk_lambda::config::Credentials::new(
                 "fleetstream-local",
@@ -94,4 +104,20 @@ impl Transport for LambdaInvoke {
     fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
         Box::pin(async move { self.call(&records).await })
     }
+}
+
+/// The SDK's HTTPS client (rustls with ring), in builds with the `lambda-tls` feature.
+#[cfg(feature = "lambda-tls")]
+fn https_client() -> Result<aws_sdk_lambda::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https())
+}
+
+#[cfg(not(feature = "lambda-tls"))]
+fn https_client() -> Result<aws_sdk_lambda::config::SharedHttpClient, String> {
+    Err("AWS's HTTPS endpoint needs a build with TLS (`cargo build --release -p fleetstream --features tls`); \
+         this build speaks plain HTTP to an http:// --lambda-endpoint (an emulator or `fleetstream dispatch serve`)"
+        .into())
 }

@@ -233,6 +233,11 @@ impl GroupConsumer {
         for attempt in 0..5 {
             match self.commit_stored() {
                 Ok(()) => break,
+                // Members leaving together keep the group rebalancing: expected, and harmless
+                // (the next owner re-delivers; the dispatcher deduplicates). Anything else is not.
+                Err(e) if attempt == 4 && e.to_string().contains("RebalanceInProgress") => {
+                    tracing::info!(error = %e, "final commit refused during a rebalance; uncommitted records will be re-delivered")
+                }
                 Err(e) if attempt == 4 => {
                     tracing::warn!(error = %e, "final commit failed; uncommitted records will be re-delivered")
                 }

@@ -1,12 +1,8 @@
 //! Writes records the pipeline could not process to the dead-letter topic, with the reason,
 //! and waits for the `acks=all` acknowledgement. Only then may the source offset be stored.
 
-use fleetstream_kafka::{
-    headers::dead_letter as h, DeliveryHandler, DeliveryReport, KafkaError, KafkaProducer,
-    OutRecord, ProducerSettings,
-};
-use std::sync::Arc;
-use tokio::sync::oneshot;
+use crate::acked::{all_acked, AckedProducer};
+use fleetstream_kafka::{headers::dead_letter as h, KafkaError, OutRecord, ProducerSettings};
 
 /// A record to dead-letter, with why.
 #[derive(Debug, Clone)]
@@ -35,22 +31,9 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
-struct AckHandler;
-
-impl DeliveryHandler for AckHandler {
-    type Token = oneshot::Sender<Result<(), String>>;
-    fn delivered(&self, token: Self::Token, report: DeliveryReport<'_>) {
-        let _ = token.send(
-            report
-                .result
-                .map_err(|f| format!("{}: {}", f.class, f.message)),
-        );
-    }
-}
-
 /// The dead-letter producer.
 pub struct DeadLetterWriter {
-    producer: KafkaProducer<AckHandler>,
+    producer: AckedProducer,
     worker_id: String,
 }
 
@@ -61,7 +44,7 @@ impl DeadLetterWriter {
         worker_id: impl Into<String>,
     ) -> Result<Self, KafkaError> {
         Ok(DeadLetterWriter {
-            producer: KafkaProducer::new(settings, Arc::new(AckHandler))?,
+            producer: AckedProducer::new(settings)?,
             worker_id: worker_id.into(),
         })
     }
@@ -96,28 +79,8 @@ impl DeadLetterWriter {
                 payload: &l.value,
                 headers: &hdrs,
             };
-            let (tx, rx) = oneshot::channel();
-            let mut token = tx;
-            loop {
-                match self.producer.send(record, token) {
-                    Ok(()) => break,
-                    Err((KafkaError::QueueFull, back)) => {
-                        token = back;
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(e.to_string()),
-                }
-            }
-            waits.push(rx);
+            waits.push(self.producer.send(record).await?);
         }
-        let mut first_error = None;
-        for w in waits {
-            match w.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => first_error = first_error.or(Some(e)),
-                Err(_) => first_error = first_error.or(Some("delivery report lost".to_string())),
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        all_acked(waits).await
     }
 }

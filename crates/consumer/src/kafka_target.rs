@@ -11,40 +11,20 @@
 //! header `fs-message-id`, which every produced record carries (added from the dispatcher's
 //! dedup key when the source record had none).
 
+use crate::acked::{all_acked, AckedProducer};
 use fleetstream_core::Code;
 use fleetstream_dispatcher::routes::TargetKind;
 use fleetstream_dispatcher::targets::{Delivery, Target, TargetError};
 use fleetstream_dispatcher::{RoutingTable, MESSAGE_ID_HEADER};
-use fleetstream_kafka::{
-    DeliveryHandler, DeliveryReport, KafkaError, KafkaProducer, OutRecord, ProducerSettings,
-};
+use fleetstream_kafka::{KafkaError, OutRecord, ProducerSettings};
 use futures::future::{BoxFuture, FutureExt};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::oneshot;
-
-/// Wait before re-sending a record the client's queue had no room for.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
-
-/// Sends each delivery report back to the `deliver` call that produced the record.
-struct Reply;
-
-impl DeliveryHandler for Reply {
-    type Token = oneshot::Sender<Result<(), String>>;
-    fn delivered(&self, token: Self::Token, report: DeliveryReport<'_>) {
-        let _ = token.send(
-            report
-                .result
-                .map_err(|f| format!("{}: {}", f.class, f.message)),
-        );
-    }
-}
 
 /// Produces delivered records to one Kafka topic. One producer per target.
 pub struct KafkaTarget {
     name: String,
     topic: String,
-    producer: KafkaProducer<Reply>,
+    producer: AckedProducer,
 }
 
 impl std::fmt::Debug for KafkaTarget {
@@ -66,7 +46,7 @@ impl KafkaTarget {
         Ok(Self {
             name: name.into(),
             topic: topic.into(),
-            producer: KafkaProducer::new(settings, Arc::new(Reply))?,
+            producer: AckedProducer::new(settings)?,
         })
     }
 
@@ -111,35 +91,16 @@ impl KafkaTarget {
                 payload: &r.value,
                 headers: &headers,
             };
-            let (tx, rx) = oneshot::channel();
-            let mut token = tx;
-            loop {
-                match self.producer.send(out, token) {
-                    Ok(()) => {
-                        waits.push(rx);
-                        break;
-                    }
-                    Err((KafkaError::QueueFull, back)) => {
-                        token = back;
-                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                    }
-                    Err((e, _)) => {
-                        failure = Some(e.to_string());
-                        break;
-                    }
+            match self.producer.send(out).await {
+                Ok(ack) => waits.push(ack),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
-            if failure.is_some() {
-                break;
-            }
         }
-        for w in waits {
-            let reported = match w.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => "delivery report lost".to_owned(),
-            };
-            failure = failure.or(Some(reported));
+        if let Err(e) = all_acked(waits).await {
+            failure = failure.or(Some(e));
         }
         match failure {
             None => Ok(()),

@@ -6,6 +6,7 @@
 //! settled. Scale by starting more workers: Kafka moves partitions between them.
 #![warn(missing_docs)]
 
+mod acked;
 mod config;
 mod dead_letter;
 mod http;

@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc for Rust and, through its `override` feature, for librdkafka's C allocations too
+/// (docs/BENCHMARKS.md, "Producer": glibc malloc was the largest cost of sending with headers).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = fleetstream::cli::Cli::parse();
     fleetstream_obs::init_logging(cli.log_json);

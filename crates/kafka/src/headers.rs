@@ -9,8 +9,6 @@ pub const CORRELATION_ID: &str = "fs-correlation-id";
 pub const TRACEPARENT: &str = "traceparent";
 /// Producer wall-clock time at send, milliseconds since the epoch, ASCII decimal.
 pub const PRODUCED_AT: &str = "fs-produced-at";
-/// Event code as the producer extracted it, ASCII decimal.
-pub const CODE: &str = "fs-code";
 
 /// Dead-letter headers (see the worker docs).
 pub mod dead_letter {

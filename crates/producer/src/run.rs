@@ -377,7 +377,7 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
     let mut key = Vec::with_capacity(32);
     let mut ids = IdWriter::new(spec.run_id);
     let mut trace = [0u8; 55];
-    let (mut ts_buf, mut code_buf) = ([0u8; 20], [0u8; 20]);
+    let mut ts_buf = [0u8; 20];
     let mut last_sample = sh.start;
     let mut polls: u64 = 0;
     loop {
@@ -441,13 +441,11 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                     None => extract_truck_id(&payload).unwrap_or_default(),
                 };
                 let has_key = spec.keys.resolve_into(code, truck, &mut key);
-                let code_text = decimal(u64::from(code.0), &mut code_buf);
-                let hdrs: [(&str, &[u8]); 5] = [
+                let hdrs: [(&str, &[u8]); 4] = [
                     (headers::MESSAGE_ID, id),
                     (headers::CORRELATION_ID, id),
                     (headers::TRACEPARENT, &trace),
                     (headers::PRODUCED_AT, produced_at),
-                    (headers::CODE, code_text),
                 ];
                 let record = OutRecord {
                     topic,

@@ -183,3 +183,63 @@ fn a_missing_dead_letter_topic_names_the_setting() {
     .unwrap_err();
     assert!(e.to_string().contains("reject_file"), "{e}");
 }
+
+#[test]
+fn every_record_carries_the_four_headers_of_the_wire_contract() {
+    let (cluster, topology, prefix) = setup();
+    let s = spec(&cluster, &topology, 400, 0.0);
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let r = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!((r.sent, r.acked), (400, 400));
+    let mut records = Vec::new();
+    for topic in ["mt-c400", "mt-c300"] {
+        let name = format!("{prefix}-{topic}");
+        records.extend(
+            read_topic_to_end(cluster.connection(), &name, Duration::from_secs(30)).unwrap(),
+        );
+    }
+    assert_eq!(records.len(), 400);
+    let mut seqs = std::collections::BTreeSet::new();
+    for rec in &records {
+        let names: Vec<&str> = rec.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                headers::MESSAGE_ID,
+                headers::CORRELATION_ID,
+                headers::TRACEPARENT,
+                headers::PRODUCED_AT
+            ],
+            "exactly the contract's headers, in order"
+        );
+        let raw_id = rec.header(headers::MESSAGE_ID).unwrap();
+        let id = MessageId::parse(raw_id).unwrap();
+        assert_eq!(format!("{:016x}", id.run), r.run_id);
+        assert!(seqs.insert(id.seq), "message ids are unique");
+        assert_eq!(rec.header(headers::CORRELATION_ID), Some(raw_id));
+        let trace = std::str::from_utf8(rec.header(headers::TRACEPARENT).unwrap()).unwrap();
+        let parts: Vec<&str> = trace.split('-').collect();
+        assert_eq!(parts.len(), 4, "{trace}");
+        assert_eq!((parts[0], parts[3]), ("00", "01"));
+        assert_eq!(
+            parts[1],
+            format!("{}{:016x}", r.run_id, id.seq),
+            "trace id = run, seq"
+        );
+        assert!(parts[2].len() == 16 && parts[2] != "0000000000000000");
+        let at = headers::parse_u64(rec.header(headers::PRODUCED_AT).unwrap()).unwrap();
+        assert!(
+            at >= before_ms && at <= before_ms + 60_000,
+            "{at} vs {before_ms}"
+        );
+    }
+    assert_eq!(seqs.len(), 400);
+}

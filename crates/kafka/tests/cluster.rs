@@ -170,3 +170,26 @@ default_topic = "{topic}"
         }
     }
 }
+
+/// A run's clock starts only after librdkafka's first producer-id request (500 ms after the
+/// client is created): waiting returns no earlier than that plus the margin, and a second wait
+/// on the same, now older, producer returns at once.
+#[test]
+fn waiting_for_the_producer_id_covers_librdkafkas_first_request() {
+    let cluster = cluster();
+    let created = std::time::Instant::now();
+    let producer = KafkaProducer::new_polled(
+        &ProducerSettings::new(cluster.connection().clone()),
+        Arc::new(Placements::default()),
+    )
+    .unwrap();
+    producer.wait_for_producer_id(Duration::from_millis(100));
+    let waited = created.elapsed();
+    assert!(
+        waited >= fleetstream_kafka::PRODUCER_ID_DELAY + Duration::from_millis(100),
+        "{waited:?}"
+    );
+    let again = std::time::Instant::now();
+    producer.wait_for_producer_id(Duration::from_millis(100));
+    assert!(again.elapsed() < Duration::from_millis(500));
+}

@@ -259,6 +259,9 @@ pub fn run(
     // then freed by the threads that allocated them, which on 2 cores is several times faster
     // than a separate polling thread fighting over malloc's arenas (docs/BENCHMARKS.md).
     let producer = KafkaProducer::new_polled(&spec.settings, metrics.clone())?;
+    // The run's clock starts once librdkafka can have its producer id (~0.6 s after creation):
+    // records sent earlier would wait for it and count as ack latency of the run.
+    producer.wait_for_producer_id(Duration::from_millis(100));
     let start = Instant::now();
     let bytes = opts.rate_bytes.clone().map(|r| {
         let burst = opts

@@ -42,6 +42,9 @@ pub enum Command {
     /// Benchmarks that print numbers for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// The architecture lab: key strategies, hot partitions, partition counts. No cluster.
+    #[command(subcommand)]
+    Lab(crate::lab::LabCommand),
 }
 
 /// `topics` subcommands.

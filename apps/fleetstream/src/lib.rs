@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config_file;
 pub mod demo;
 pub mod dispatch;
+pub mod lab;
 pub mod produce;
 mod topics;
 pub mod worker;
@@ -40,6 +41,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Command::Worker(args) => worker::run(args).await,
             Command::Dispatch(cmd) => dispatch::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Lab(cmd) => lab::run(cmd),
         }
     })
 }

@@ -84,6 +84,14 @@ impl KeyResolver {
         }
     }
 
+    /// The same sub-key settings under another strategy (the lab compares strategies).
+    pub fn with_strategy(&self, strategy: KeyStrategy) -> KeyResolver {
+        KeyResolver {
+            strategy,
+            ..self.clone()
+        }
+    }
+
     /// The strategy in use.
     pub fn strategy(&self) -> KeyStrategy {
         self.strategy

@@ -24,7 +24,9 @@ mod run;
 mod source;
 mod wire;
 
-pub use generator::{CodeWeights, Generated, Generator, GeneratorConfig, PoisonKind};
+pub use generator::{
+    CodeWeights, Generated, Generator, GeneratorConfig, GeneratorError, PoisonKind,
+};
 pub use metrics::{AckLatency, AckObserver, ProducerMetrics, SendMeta};
 pub use rate::{Ramp, SharedRate};
 pub use rejects::{reject_class, RejectSink};

@@ -63,6 +63,10 @@ pub struct LabArgs {
         default_value = "murmur2_random"
     )]
     pub partitioner: String,
+    /// What if: simulate these partition counts instead of the topology's, as TOPIC=N
+    /// (repeat or comma-separate), e.g. --partitions mt-c400=28 to check a plan.
+    #[arg(long, value_delimiter = ',')]
+    pub partitions: Vec<String>,
     /// Also write the full result (every partition) as JSON here.
     #[arg(long, env = "FLEETSTREAM_JSON")]
     pub json: Option<PathBuf>,
@@ -85,6 +89,10 @@ pub struct PlanArgs {
         default_value_t = 50_000.0
     )]
     pub producer_partition_rate: f64,
+    /// Largest partition count tried per topic. Each count tried is one simulation of
+    /// --samples events; lower --samples for a faster search.
+    #[arg(long, default_value_t = 64)]
+    pub max_partitions: u32,
 }
 
 fn positive(name: &str, env: &str, v: f64) -> Result<f64, ConfigError> {
@@ -97,8 +105,43 @@ fn positive(name: &str, env: &str, v: f64) -> Result<f64, ConfigError> {
     }
 }
 
-fn simulate(args: &LabArgs) -> anyhow::Result<KeyComparison> {
-    let topology = load_topology(&args.topology)?;
+/// The validated inputs of a simulation.
+struct Inputs {
+    topology: fleetstream_core::Topology,
+    generator: GeneratorConfig,
+    partitioner: Partitioner,
+    rate: f64,
+    capacity: f64,
+}
+
+impl Inputs {
+    fn keys(&self, samples: u64) -> KeysInput<'_> {
+        KeysInput {
+            topology: &self.topology,
+            generator: self.generator.clone(),
+            partitioner: self.partitioner,
+            samples,
+            rate: self.rate,
+            partition_capacity: self.capacity,
+        }
+    }
+}
+
+fn inputs(args: &LabArgs) -> anyhow::Result<Inputs> {
+    let mut topology = load_topology(&args.topology)?;
+    for what_if in &args.partitions {
+        let (topic, n) = what_if
+            .split_once('=')
+            .and_then(|(t, n)| Some((t, n.parse::<u32>().ok()?)))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--partitions: `{what_if}` is not TOPIC=N with N a whole number"
+                ))
+            })?;
+        topology = topology
+            .with_partitions(topic, n)
+            .map_err(|e| ConfigError(format!("--partitions: {e}")))?;
+    }
     let rate = positive("rate", "FLEETSTREAM_RATE", args.rate)?;
     let capacity = positive(
         "partition-capacity",
@@ -118,16 +161,15 @@ fn simulate(args: &LabArgs) -> anyhow::Result<KeyComparison> {
         seed: args.seed,
         ..GeneratorConfig::default()
     };
-    let comparison = compare_keys(&KeysInput {
-        topology: &topology,
+    // Fail on a bad generator setting (e.g. --trucks 0) here, naming it.
+    fleetstream_producer::Generator::new(&generator).map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Inputs {
+        topology,
         generator,
         partitioner,
-        samples: args.samples,
         rate,
-        partition_capacity: capacity,
+        capacity,
     })
-    .map_err(|e| ConfigError(e.to_string()))?;
-    Ok(comparison)
 }
 
 fn write_json(path: &Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -143,7 +185,8 @@ fn write_json(path: &Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::
 pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
     match cmd {
         LabCommand::Keys(args) => {
-            let c = simulate(&args)?;
+            let i = inputs(&args)?;
+            let c = compare_keys(&i.keys(args.samples)).map_err(|e| ConfigError(e.to_string()))?;
             print!("{}", keys_table(&c));
             write_json(&args.json, &c)
         }
@@ -154,13 +197,21 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
                 "FLEETSTREAM_PRODUCER_PARTITION_RATE",
                 args.producer_partition_rate,
             )?;
-            let c = simulate(&args.lab)?;
+            if args.max_partitions == 0 {
+                return Err(ConfigError("--max-partitions must be at least 1".into()).into());
+            }
+            let i = inputs(&args.lab)?;
+            eprintln!(
+                "simulating {} events per partition count tried (up to {} per topic)...",
+                args.lab.samples, args.max_partitions
+            );
             let plan = plan_partitions(&PlanInput {
-                comparison: &c,
+                keys: i.keys(args.lab.samples),
                 growth,
                 producer_partition_rate: producer_rate,
+                max_partitions: args.max_partitions,
             })
-            .context("the simulation has no configured strategy")?;
+            .map_err(|e| ConfigError(e.to_string()))?;
             print!("{}", plan_table(&plan));
             write_json(&args.lab.json, &plan)
         }
@@ -235,48 +286,59 @@ pub fn plan_table(p: &PartitionPlan) -> String {
     .to_lowercase();
     let w = topic_width(p.topics.iter().map(|t| &t.topic));
     out.push_str(&format!(
-        "{:<w$} {:>8} {:>8} {:>10} {:>10} {:>6} {:>9} {:>12} {:>9}\n",
+        "{:<w$} {:>5} {:>8} {:>9} {:>10} {:>10} {:>12} {:>10} {:>16}\n",
         "topic",
         "now",
         "msg/s",
         "planned",
-        "consumers",
-        "skew",
-        "w/ skew",
+        "even load",
         "producers",
-        "RECOMMEND"
+        "hottest now",
+        "RECOMMEND",
+        "hottest there"
     ));
     for t in &p.topics {
+        let recommend = t
+            .recommended
+            .map_or_else(|| format!("none<={}", p.max_partitions), |n| n.to_string());
         out.push_str(&format!(
-            "{:<w$} {:>8} {:>8.0} {:>10.0} {:>10} {:>6.2} {:>9} {:>12} {:>9}\n",
+            "{:<w$} {:>5} {:>8.0} {:>9.0} {:>10} {:>10} {:>12.0} {:>10} {:>16}\n",
             t.topic,
             t.current_partitions,
             t.rate,
             t.planned_rate,
             t.for_consumers,
-            t.skew,
-            t.for_skew,
             t.for_producers,
-            t.recommended
+            t.hottest_now,
+            recommend,
+            format!(
+                "{:.0} ({} used)",
+                t.hottest_at_recommended, t.used_at_recommended
+            ),
         ));
     }
     out.push('\n');
     for t in &p.topics {
+        if t.recommended.is_none() {
+            out.push_str(&format!(
+                "{}: no count up to {} keeps the hottest partition under {:.0}/s: its keys are too few or too hot, and more partitions do not split a key.\n",
+                t.topic, p.max_partitions, p.partition_capacity
+            ));
+        }
         if let (Some(code), Some(key)) = (t.hottest_code, t.hottest_key.as_deref()) {
             let verdict = if t.hottest_key_fits {
-                "fits one consumer".to_string()
+                "fits"
             } else {
-                "does NOT fit one consumer: no partition count helps; split the key or speed up the consumer".to_string()
+                "does NOT fit"
             };
             out.push_str(&format!(
-                "{}: hottest key {key} at {:.0} msg/s planned {verdict}. Code {code} needs {} sub-key(s) under composite (configured: {}).\n",
+                "{}: hottest key {key} at {:.0} msg/s planned {verdict} one consumer. Code {code} needs {} sub-key(s) under composite (configured: {}).\n",
                 t.topic, t.hottest_key_planned_rate, t.subkeys_needed, t.subkeys_configured
             ));
         }
     }
     out.push_str(
-        "\nThe skew is measured at today's partition count; re-run `lab keys` on a topology with \
-         the recommended count to check it.\n",
+        "\neven load = planned / capacity; RECOMMEND = the smallest count from there whose simulated hottest partition fits one consumer.\n",
     );
     out
 }

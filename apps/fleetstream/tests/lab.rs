@@ -80,6 +80,31 @@ fn lab_plan_recommends_partitions_and_checks_the_hottest_key() {
 }
 
 #[test]
+fn lab_partitions_simulates_a_what_if_count() {
+    let out = fleetstream(&[
+        "lab",
+        "keys",
+        "--samples",
+        "20000",
+        "--partitions",
+        "mt-c400=20,mt-c300=6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("/20 "), "{table}");
+    assert!(table.contains("/6 "), "{table}");
+    let out = fleetstream(&["lab", "keys", "--partitions", "mt-c999=3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("topics.mt-c999"));
+}
+
+#[test]
 fn lab_rejects_bad_numbers_naming_the_flag() {
     let out = fleetstream(&["lab", "plan", "--growth", "0"]);
     assert_eq!(out.status.code(), Some(2));

@@ -151,6 +151,28 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The same topology with `topic` at `partitions` partitions: the lab's "what if".
+    pub fn with_partitions(&self, topic: &str, partitions: u32) -> Result<Topology, TopologyError> {
+        let mut t = self.clone();
+        let names: Vec<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
+        let spec = t
+            .topics
+            .iter_mut()
+            .find(|s| s.name == topic)
+            .ok_or_else(|| TopologyError::Invalid {
+                key: format!("topics.{topic}"),
+                reason: format!("no such topic (the topology has {})", names.join(", ")),
+            })?;
+        if partitions == 0 {
+            return Err(TopologyError::Invalid {
+                key: format!("topics.{topic}.partitions"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        spec.partitions = partitions;
+        Ok(t)
+    }
+
     /// Parses and validates a topology from TOML text.
     pub fn from_toml_str(text: &str) -> Result<Self, TopologyError> {
         let file: TopologyFile =
@@ -402,6 +424,18 @@ mod tests {
 
     const CURRENT: &str = include_str!("../../../config/topology.toml");
     const HYBRID: &str = include_str!("../../../config/topology-hybrid.toml");
+
+    #[test]
+    fn a_what_if_partition_count_changes_one_topic_only() {
+        let t = Topology::from_toml_str(include_str!("../../../config/topology.toml")).unwrap();
+        let w = t.with_partitions("mt-c400", 16).unwrap();
+        assert_eq!(w.topic("mt-c400").unwrap().partitions, 16);
+        assert_eq!(w.topic("mt-c300").unwrap().partitions, 4);
+        assert_eq!(t.topic("mt-c400").unwrap().partitions, 12);
+        let e = t.with_partitions("nope", 3).unwrap_err().to_string();
+        assert!(e.contains("topics.nope") && e.contains("mt-c400"), "{e}");
+        assert!(t.with_partitions("mt-c300", 0).is_err());
+    }
 
     #[test]
     fn checked_in_topology_follows_the_notes() {

@@ -124,8 +124,7 @@ fn ordering(strategy: KeyStrategy) -> &'static str {
 pub fn compare_keys(
     input: &KeysInput<'_>,
 ) -> Result<KeyComparison, fleetstream_producer::GeneratorError> {
-    let topology = input.topology;
-    let configured = topology.key_resolver().strategy();
+    let configured = input.topology.key_resolver().strategy();
     let mut strategies = Vec::new();
     for strategy in [
         KeyStrategy::None,
@@ -133,47 +132,11 @@ pub fn compare_keys(
         KeyStrategy::Truck,
         KeyStrategy::Composite,
     ] {
-        let resolver = topology.key_resolver().with_strategy(strategy);
-        let mut generator = Generator::new(&input.generator)?;
-        let mut sticky = SmallRng::seed_from_u64(input.generator.seed ^ 0x5eed);
-        let topics = topology.topics();
-        let mut counts: Vec<Vec<u64>> = topics
-            .iter()
-            .map(|t| vec![0; t.partitions as usize])
-            .collect();
-        let mut keys: Vec<HashMap<Vec<u8>, u64>> = vec![HashMap::new(); topics.len()];
-        let mut codes: Vec<HashMap<u32, u64>> = vec![HashMap::new(); topics.len()];
-        let (mut event, mut key) = (Vec::with_capacity(256), Vec::with_capacity(32));
-        for i in 0..input.samples {
-            let code = generator.next_event(i, &mut event);
-            let t = topology.router().route_index(code);
-            let partitions = topics[t].partitions;
-            *codes[t].entry(code.0).or_default() += 1;
-            let partition = if resolver.resolve_into(code, generator.last_truck(), &mut key) {
-                match keys[t].get_mut(key.as_slice()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        keys[t].insert(key.clone(), 1);
-                    }
-                }
-                input.partitioner.partition(&key, partitions)
-            } else {
-                sticky.gen_range(0..partitions)
-            };
-            counts[t][partition as usize] += 1;
-        }
-        let loads = topology
-            .source_topics()
-            .map(|spec| {
-                let t = topics.iter().position(|x| x.name == spec.name).unwrap_or(0);
-                topic_load(input, &spec.name, &counts[t], &keys[t], &codes[t])
-            })
-            .collect();
         strategies.push(StrategyLoad {
             strategy,
             configured: strategy == configured,
             ordering: ordering(strategy),
-            topics: loads,
+            topics: simulate(input, strategy)?,
         });
     }
     Ok(KeyComparison {
@@ -183,6 +146,50 @@ pub fn compare_keys(
         partitioner: input.partitioner.librdkafka_name(),
         strategies,
     })
+}
+
+/// Loads of every source topic under one strategy (the same events for any strategy).
+pub(crate) fn simulate(
+    input: &KeysInput<'_>,
+    strategy: KeyStrategy,
+) -> Result<Vec<TopicLoad>, fleetstream_producer::GeneratorError> {
+    let topology = input.topology;
+    let resolver = topology.key_resolver().with_strategy(strategy);
+    let mut generator = Generator::new(&input.generator)?;
+    let mut sticky = SmallRng::seed_from_u64(input.generator.seed ^ 0x5eed);
+    let topics = topology.topics();
+    let mut counts: Vec<Vec<u64>> = topics
+        .iter()
+        .map(|t| vec![0; t.partitions as usize])
+        .collect();
+    let mut keys: Vec<HashMap<Vec<u8>, u64>> = vec![HashMap::new(); topics.len()];
+    let mut codes: Vec<HashMap<u32, u64>> = vec![HashMap::new(); topics.len()];
+    let (mut event, mut key) = (Vec::with_capacity(256), Vec::with_capacity(32));
+    for i in 0..input.samples {
+        let code = generator.next_event(i, &mut event);
+        let t = topology.router().route_index(code);
+        let partitions = topics[t].partitions;
+        *codes[t].entry(code.0).or_default() += 1;
+        let partition = if resolver.resolve_into(code, generator.last_truck(), &mut key) {
+            match keys[t].get_mut(key.as_slice()) {
+                Some(n) => *n += 1,
+                None => {
+                    keys[t].insert(key.clone(), 1);
+                }
+            }
+            input.partitioner.partition(&key, partitions)
+        } else {
+            sticky.gen_range(0..partitions)
+        };
+        counts[t][partition as usize] += 1;
+    }
+    Ok(topology
+        .source_topics()
+        .map(|spec| {
+            let t = topics.iter().position(|x| x.name == spec.name).unwrap_or(0);
+            topic_load(input, &spec.name, &counts[t], &keys[t], &codes[t])
+        })
+        .collect())
 }
 
 fn topic_load(

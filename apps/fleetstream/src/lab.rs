@@ -11,6 +11,10 @@ use fleetstream_lab::{
 use fleetstream_producer::GeneratorConfig;
 use std::path::PathBuf;
 
+/// Largest partition count the lab simulates for one topic (Kafka itself advises a few
+/// thousand per broker; the simulation holds one counter per partition).
+const MAX_PARTITIONS: u32 = 10_000;
+
 /// `lab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -133,9 +137,10 @@ fn inputs(args: &LabArgs) -> anyhow::Result<Inputs> {
         let (topic, n) = what_if
             .split_once('=')
             .and_then(|(t, n)| Some((t, n.parse::<u32>().ok()?)))
+            .filter(|&(_, n)| n <= MAX_PARTITIONS)
             .ok_or_else(|| {
                 ConfigError(format!(
-                    "--partitions: `{what_if}` is not TOPIC=N with N a whole number"
+                    "--partitions: `{what_if}` is not TOPIC=N with N a whole number up to {MAX_PARTITIONS}"
                 ))
             })?;
         topology = topology
@@ -161,8 +166,11 @@ fn inputs(args: &LabArgs) -> anyhow::Result<Inputs> {
         seed: args.seed,
         ..GeneratorConfig::default()
     };
-    // Fail on a bad generator setting (e.g. --trucks 0) here, naming it.
-    fleetstream_producer::Generator::new(&generator).map_err(|e| ConfigError(e.to_string()))?;
+    // Fail on a bad generator setting (e.g. --trucks 0) here, naming the flag.
+    fleetstream_producer::Generator::new(&generator).map_err(|e| match e.key {
+        "trucks" => ConfigError(format!("--trucks (FLEETSTREAM_TRUCKS): {}", e.reason)),
+        _ => ConfigError(e.to_string()),
+    })?;
     Ok(Inputs {
         topology,
         generator,
@@ -197,8 +205,12 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
                 "FLEETSTREAM_PRODUCER_PARTITION_RATE",
                 args.producer_partition_rate,
             )?;
-            if args.max_partitions == 0 {
-                return Err(ConfigError("--max-partitions must be at least 1".into()).into());
+            if args.max_partitions == 0 || args.max_partitions > MAX_PARTITIONS {
+                return Err(ConfigError(format!(
+                    "--max-partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                    args.max_partitions
+                ))
+                .into());
             }
             let i = inputs(&args.lab)?;
             eprintln!(
@@ -298,9 +310,11 @@ pub fn plan_table(p: &PartitionPlan) -> String {
         "hottest there"
     ));
     for t in &p.topics {
-        let recommend = t
-            .recommended
-            .map_or_else(|| format!("none<={}", p.max_partitions), |n| n.to_string());
+        let recommend = match (t.recommended, t.bound_exceeds_max) {
+            (Some(n), _) => n.to_string(),
+            (None, true) => format!(">{}", p.max_partitions),
+            (None, false) => format!("none<={}", p.max_partitions),
+        };
         out.push_str(&format!(
             "{:<w$} {:>5} {:>8.0} {:>9.0} {:>10} {:>10} {:>12.0} {:>10} {:>16}\n",
             t.topic,
@@ -319,7 +333,12 @@ pub fn plan_table(p: &PartitionPlan) -> String {
     }
     out.push('\n');
     for t in &p.topics {
-        if t.recommended.is_none() {
+        if t.bound_exceeds_max {
+            out.push_str(&format!(
+                "{}: even load alone needs {} partitions, above --max-partitions {}: nothing searched.\n",
+                t.topic, t.for_consumers.max(t.for_producers), p.max_partitions
+            ));
+        } else if t.recommended.is_none() {
             out.push_str(&format!(
                 "{}: no count up to {} keeps the hottest partition under {:.0}/s: its keys are too few or too hot, and more partitions do not split a key.\n",
                 t.topic, p.max_partitions, p.partition_capacity

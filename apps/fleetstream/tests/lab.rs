@@ -3,12 +3,13 @@
 use std::process::Command;
 
 fn fleetstream(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetstream"))
-        .args(args)
-        .env_remove("FLEETSTREAM_RATE")
-        .env_remove("FLEETSTREAM_JSON")
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLEETSTREAM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).output().unwrap()
 }
 
 #[test]

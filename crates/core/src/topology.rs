@@ -170,6 +170,9 @@ impl Topology {
             });
         }
         spec.partitions = partitions;
+        for r in t.router.topics.iter_mut().filter(|s| s.name == topic) {
+            r.partitions = partitions;
+        }
         Ok(t)
     }
 
@@ -431,6 +434,7 @@ mod tests {
         let w = t.with_partitions("mt-c400", 16).unwrap();
         assert_eq!(w.topic("mt-c400").unwrap().partitions, 16);
         assert_eq!(w.topic("mt-c300").unwrap().partitions, 4);
+        assert_eq!(w.router().route(Code(300)).partitions, 16);
         assert_eq!(t.topic("mt-c400").unwrap().partitions, 12);
         let e = t.with_partitions("nope", 3).unwrap_err().to_string();
         assert!(e.contains("topics.nope") && e.contains("mt-c400"), "{e}");

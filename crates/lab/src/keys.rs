@@ -351,11 +351,16 @@ mod tests {
             .filter(|p| p.rate > 1_000.0)
             .count() as u32;
         assert_eq!(by_code.overloaded, expected);
-        // With a capacity above the whole rate, nothing lags.
-        let relaxed = compare(5_000, 20_000.0);
-        for s in &relaxed.strategies {
-            assert!(s.topics.iter().all(|t| t.overloaded == 0));
-        }
+        // With the capacity just above the hottest partition, nothing lags; just below, one does.
+        let above = by_code.hottest.rate + 1.0;
+        let relaxed = compare(50_000, above);
+        let t = load(&relaxed, KeyStrategy::Code, "mt-c400");
+        assert_eq!(t.overloaded, 0);
+        assert!(t.per_partition.iter().all(|p| p.lag_growth_per_sec == 0.0));
+        let tight = compare(50_000, by_code.hottest.rate - 1.0);
+        let t = load(&tight, KeyStrategy::Code, "mt-c400");
+        assert!(t.overloaded >= 1);
+        assert!((t.hottest.lag_growth_per_sec - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -36,10 +36,13 @@ pub struct TopicPlan {
     pub for_producers: u32,
     /// Hottest partition's planned msg/s at the current count, under the key strategy.
     pub hottest_now: f64,
-    /// Smallest count from max(for_consumers, for_producers) up at which the simulated
-    /// hottest partition fits one consumer at the planned rate; `None` if none up to the
-    /// search limit does (the keys are too few or too hot: more partitions do not help).
+    /// Smallest count from max(for_consumers, for_producers) up to the search limit at which
+    /// the simulated hottest partition fits one consumer at the planned rate; `None` if none
+    /// does (the keys are too few or too hot: more partitions do not help), or if the bound
+    /// itself is above the limit.
     pub recommended: Option<u32>,
+    /// The even-load bound is above the search limit: nothing was searched.
+    pub bound_exceeds_max: bool,
     /// Hottest partition's planned msg/s at the recommended count (or at the search limit).
     pub hottest_at_recommended: f64,
     /// Partitions that carry traffic at that count.
@@ -97,7 +100,7 @@ pub fn plan_partitions(input: &PlanInput<'_>) -> Result<PartitionPlan, Generator
         let for_producers = ceil_div(planned, input.producer_partition_rate);
         let start = for_consumers.max(for_producers);
         let (mut recommended, mut hottest_at, mut used_at) = (None, 0.0, 0);
-        for n in start..=input.max_partitions.max(start) {
+        for n in start..=input.max_partitions {
             let what_if = k
                 .topology
                 .with_partitions(&t.topic, n)
@@ -130,6 +133,7 @@ pub fn plan_partitions(input: &PlanInput<'_>) -> Result<PartitionPlan, Generator
             for_producers,
             hottest_now: t.hottest.rate * input.growth,
             recommended,
+            bound_exceeds_max: start > input.max_partitions,
             hottest_at_recommended: hottest_at,
             used_at_recommended: used_at,
             hottest_key: t.hottest_key.clone(),
@@ -236,6 +240,29 @@ mod tests {
             hot.subkeys_needed,
             ceil_div(hot.hottest_key_planned_rate, 1_500.0)
         );
+    }
+
+    #[test]
+    fn nothing_is_searched_above_the_limit() {
+        let topology = Topology::from_toml_str(DOMAIN).unwrap();
+        let p = plan_partitions(&PlanInput {
+            keys: KeysInput {
+                topology: &topology,
+                generator: GeneratorConfig::default(),
+                partitioner: Partitioner::Murmur2Random,
+                samples: 1_000,
+                rate: 13_000.0,
+                partition_capacity: 1.0,
+            },
+            growth: 1.0,
+            producer_partition_rate: 50_000.0,
+            max_partitions: 64,
+        })
+        .unwrap();
+        let hot = topic(&p, "mt-c400");
+        assert!(hot.for_consumers > 64);
+        assert!(hot.bound_exceeds_max);
+        assert_eq!((hot.recommended, hot.used_at_recommended), (None, 0));
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl DeadLetterWriter {
                 key: l.key.as_deref(),
                 payload: &l.value,
                 headers: &hdrs,
+                timestamp_ms: None,
             };
             waits.push(self.producer.send(record).await?);
         }

@@ -90,6 +90,7 @@ impl KafkaTarget {
                 key: r.key.as_deref(),
                 payload: &r.value,
                 headers: &headers,
+                timestamp_ms: None,
             };
             match self.producer.send(out).await {
                 Ok(ack) => waits.push(ack),

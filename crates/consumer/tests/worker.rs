@@ -74,6 +74,7 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
                     key: Some(b"k"),
                     payload: &payload,
                     headers: &h,
+                    timestamp_ms: None,
                 },
                 (),
             )
@@ -91,6 +92,7 @@ async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
                         key: Some(b"k"),
                         payload: bad,
                         headers: &h,
+                        timestamp_ms: None,
                     },
                     (),
                 )

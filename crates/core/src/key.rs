@@ -108,18 +108,18 @@ impl KeyResolver {
     /// Writes the key for `(code, truck)` into `out` (cleared first). Returns `false` for
     /// [`KeyStrategy::None`], meaning "send without a key".
     pub fn resolve_into(&self, code: Code, truck: &[u8], out: &mut Vec<u8>) -> bool {
-        use std::io::Write;
+        use crate::digits::push_decimal;
         out.clear();
         match self.strategy {
             KeyStrategy::None => return false,
-            KeyStrategy::Code => {
-                let _ = write!(out, "{}", code.0);
-            }
+            KeyStrategy::Code => push_decimal(out, u64::from(code.0), 1),
             KeyStrategy::Truck => out.extend_from_slice(truck),
             KeyStrategy::Composite => {
                 let k = self.subkeys_for(code);
                 let sub = ((murmur2(truck) & 0x7fff_ffff) as u32) % k;
-                let _ = write!(out, "{}-{}", code.0, sub);
+                push_decimal(out, u64::from(code.0), 1);
+                out.push(b'-');
+                push_decimal(out, u64::from(sub), 1);
             }
         }
         true

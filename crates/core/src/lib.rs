@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod digits;
 mod event;
 mod key;
 mod ledger;

@@ -142,6 +142,7 @@ default_topic = "{topic}"
                         key: Some(k),
                         payload: b"{}",
                         headers: &[],
+                        timestamp_ms: None,
                     },
                     k.clone(),
                 )

@@ -166,18 +166,7 @@ impl GeneratorConfig {
 
 /// Writes `v` in decimal, zero-padded to at least `width` digits.
 fn padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 && buf.len() - i >= width {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    fleetstream_core::digits::push_decimal(out, v, width);
 }
 
 /// Writes `v / 10^decimals` with exactly `decimals` decimals (as `{:.N}` would).

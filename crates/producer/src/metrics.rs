@@ -31,10 +31,32 @@ pub struct SendMeta {
     pub dead_letter: bool,
 }
 
+/// Everything an ack updates, under one lock (one lock per delivery report, not two).
 #[derive(Debug, Default)]
-struct Histograms {
+struct Acks {
     from_send: LatencyHistogram,
     from_intended: LatencyHistogram,
+    /// Acked per topic, indexed by partition. A handful of topics: a linear search beats a
+    /// map keyed by `String`.
+    per_partition: Vec<(String, Vec<u64>)>,
+}
+
+impl Acks {
+    fn count(&mut self, topic: &str, partition: i32) {
+        let i = match self.per_partition.iter().position(|(t, _)| t == topic) {
+            Some(i) => i,
+            None => {
+                self.per_partition.push((topic.to_string(), Vec::new()));
+                self.per_partition.len() - 1
+            }
+        };
+        let parts = &mut self.per_partition[i].1;
+        let p = partition.max(0) as usize;
+        if parts.len() <= p {
+            parts.resize(p + 1, 0);
+        }
+        parts[p] += 1;
+    }
 }
 
 /// Live producer metrics; readable while running for progress lines.
@@ -66,8 +88,7 @@ pub struct ProducerMetrics {
     pub queue_full_events: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     rejected_by_class: Mutex<BTreeMap<&'static str, u64>>,
-    per_partition: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
-    histograms: Mutex<Histograms>,
+    acks: Mutex<Acks>,
     observer: Option<Arc<dyn AckObserver>>,
 }
 
@@ -100,7 +121,7 @@ impl ProducerMetrics {
 
     /// Ack latency so far.
     pub fn latency(&self) -> AckLatency {
-        let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let h = self.acks.lock().unwrap_or_else(|p| p.into_inner());
         AckLatency {
             from_send: h.from_send.summary(),
             from_intended: h.from_intended.summary(),
@@ -136,10 +157,19 @@ impl ProducerMetrics {
 
     /// Acked messages per topic and partition.
     pub fn per_partition(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
-        self.per_partition
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let a = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        a.per_partition
+            .iter()
+            .map(|(t, parts)| {
+                let parts = parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(p, n)| (p as i32, *n))
+                    .collect();
+                (t.clone(), parts)
+            })
+            .collect()
     }
 }
 
@@ -238,7 +268,7 @@ impl ProducerMetrics {
             get(&self.queue_depth),
         );
         let (send, intended) = {
-            let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+            let h = self.acks.lock().unwrap_or_else(|p| p.into_inner());
             (
                 HistogramSample::from_latency(&h.from_send, &n::ACK_LATENCY_BUCKETS_SECONDS),
                 HistogramSample::from_latency(&h.from_intended, &n::ACK_LATENCY_BUCKETS_SECONDS),
@@ -291,20 +321,11 @@ impl DeliveryHandler for ProducerMetrics {
             Ok(()) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
                 {
-                    let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
-                    h.from_send.record(now - meta.sent);
-                    h.from_intended
+                    let mut a = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+                    a.from_send.record(now - meta.sent);
+                    a.from_intended
                         .record(now.saturating_duration_since(meta.intended));
-                }
-                {
-                    let mut pp = self.per_partition.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(t) = pp.get_mut(report.topic) {
-                        *t.entry(report.partition).or_default() += 1;
-                    } else {
-                        pp.entry(report.topic.to_string())
-                            .or_default()
-                            .insert(report.partition, 1);
-                    }
+                    a.count(report.topic, report.partition);
                 }
                 if let Some(o) = &self.observer {
                     o.acked(meta.seq, report.topic, report.partition);

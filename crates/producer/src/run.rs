@@ -455,6 +455,7 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                     key: has_key.then_some(key.as_slice()),
                     payload: &payload,
                     headers: &hdrs,
+                    timestamp_ms: Some(ts as i64),
                 };
                 send(sh, record, seq, (intended, now), false)?;
             }
@@ -488,6 +489,7 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                             key: None,
                             payload: &payload,
                             headers: &hdrs,
+                            timestamp_ms: Some(ts as i64),
                         };
                         send(sh, record, seq, (intended, now), true)?;
                     }

@@ -3,16 +3,7 @@
 
 /// Decimal digits of `v` in `buf`; returns the written tail.
 pub(crate) fn decimal(v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &buf[i..];
-        }
-    }
+    fleetstream_core::digits::decimal_padded(v, 1, buf)
 }
 
 fn hex_into(v: u128, out: &mut [u8]) {

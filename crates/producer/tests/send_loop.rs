@@ -240,6 +240,11 @@ fn every_record_carries_the_four_headers_of_the_wire_contract() {
             at >= before_ms && at <= before_ms + 60_000,
             "{at} vs {before_ms}"
         );
+        assert_eq!(
+            rec.timestamp_ms,
+            Some(at as i64),
+            "the record's CreateTime is the producer time of fs-produced-at"
+        );
     }
     assert_eq!(seqs.len(), 400);
 }

@@ -112,6 +112,7 @@ pub fn produce_telemetry(
             key: Some(&key),
             payload: &payload,
             headers: &h,
+            timestamp_ms: None,
         };
         while let Err((e, _)) = producer.send(rec, ()) {
             assert!(e.is_retriable(), "{e}");

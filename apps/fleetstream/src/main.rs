@@ -2,9 +2,6 @@
 
 use clap::Parser;
 
-#[cfg(target_os = "linux")]
-mod alloc;
-
 /// mimalloc for Rust and, through its `override` feature, for librdkafka's C allocations too
 /// (docs/BENCHMARKS.md, "Producer": glibc malloc was the largest cost of sending with headers).
 #[cfg(target_os = "linux")]
@@ -12,15 +9,8 @@ mod alloc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    #[cfg(target_os = "linux")]
-    alloc::tune();
     let cli = fleetstream::cli::Cli::parse();
     fleetstream_obs::init_logging(cli.log_json);
-    #[cfg(target_os = "linux")]
-    tracing::debug!(
-        purge_delay_ms = alloc::purge_delay_ms(),
-        "mimalloc returns freed memory to the OS after this delay"
-    );
     match fleetstream::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -99,9 +99,9 @@ pub struct ProduceArgs {
     /// Time a batch waits to fill (librdkafka linger.ms).
     #[arg(long, env = "FLEETSTREAM_LINGER", default_value = "5ms", value_parser = parse_duration)]
     pub linger: Duration,
-    /// Maximum batch size in bytes (librdkafka batch.size). 128 KiB sent ~10% more per CPU than
-    /// 1 MiB when unthrottled (docs/BENCHMARKS.md); at 13,000 msg/s batches stay far smaller.
-    #[arg(long, env = "FLEETSTREAM_BATCH_BYTES", default_value_t = 131_072)]
+    /// Maximum batch size in bytes (librdkafka batch.size). Larger batches mean fewer requests
+    /// for the brokers; at 13,000 msg/s batches stay far smaller than this (docs/BENCHMARKS.md).
+    #[arg(long, env = "FLEETSTREAM_BATCH_BYTES", default_value_t = 1_048_576)]
     pub batch_bytes: usize,
     /// librdkafka queue bound in messages: beyond it the senders wait (never drop).
     #[arg(

@@ -50,8 +50,11 @@ impl Acks {
                 self.per_partition.len() - 1
             }
         };
+        // An acked record always has its partition; an unknown one (-1) is not folded into 0.
+        let Ok(p) = usize::try_from(partition) else {
+            return;
+        };
         let parts = &mut self.per_partition[i].1;
-        let p = partition.max(0) as usize;
         if parts.len() <= p {
             parts.resize(p + 1, 0);
         }
@@ -157,8 +160,14 @@ impl ProducerMetrics {
 
     /// Acked messages per topic and partition.
     pub fn per_partition(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
-        let a = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        a.per_partition
+        // Copy under the lock (every delivery report takes it), convert after.
+        let snapshot = self
+            .acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .per_partition
+            .clone();
+        snapshot
             .iter()
             .map(|(t, parts)| {
                 let parts = parts
@@ -342,5 +351,50 @@ impl DeliveryHandler for ProducerMetrics {
                 tracing::warn!(seq = meta.seq, topic = report.topic, class = failure.class, error = %failure.message, "delivery failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetstream_kafka::DeliveryReport;
+
+    fn ack(m: &ProducerMetrics, topic: &str, partition: i32) {
+        let now = Instant::now();
+        let meta = SendMeta {
+            seq: 0,
+            sent: now,
+            intended: now,
+            bytes: 200,
+            dead_letter: false,
+        };
+        m.delivered(
+            meta,
+            DeliveryReport {
+                topic,
+                partition,
+                offset: 0,
+                result: Ok(()),
+            },
+        );
+    }
+
+    #[test]
+    fn acks_are_counted_per_topic_and_partition() {
+        let m = ProducerMetrics::default();
+        for (t, p) in [("a", 0), ("a", 0), ("a", 3), ("b", 1), ("a", -1)] {
+            ack(&m, t, p);
+        }
+        let want = BTreeMap::from([
+            ("a".to_string(), BTreeMap::from([(0, 2), (3, 1)])),
+            ("b".to_string(), BTreeMap::from([(1, 1)])),
+        ]);
+        assert_eq!(
+            m.per_partition(),
+            want,
+            "no zero rows, -1 not folded into 0"
+        );
+        assert_eq!(m.acked.load(Ordering::Relaxed), 5);
+        assert_eq!(m.latency().from_send.count, 5);
     }
 }

@@ -34,5 +34,5 @@ pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;
 pub use producer::{
     ClientStats, DeliveryFailure, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord,
-    PRODUCER_ID_DELAY,
+    POLL_SLICE, PRODUCER_ID_DELAY,
 };

@@ -194,3 +194,109 @@ fn waiting_for_the_producer_id_covers_librdkafkas_first_request() {
     producer.wait_for_producer_id(Duration::from_millis(100));
     assert!(again.elapsed() < Duration::from_millis(500));
 }
+
+/// CPU time of the calling thread (user + system), from /proc (10 ms ticks).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().expect("numeric utime/stime"))
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// Waiting for delivery reports is sleeping, not spinning. rust-rdkafka's `poll(t)` polls
+/// librdkafka in whole milliseconds until `t` has passed, so the last fraction of every call was a
+/// busy loop: here, about a third of the wall time (~150 ms of CPU) with `poll(1.5 ms)`.
+#[test]
+fn polling_waits_without_spinning() {
+    let cluster = cluster();
+    let producer = KafkaProducer::new_polled(
+        &ProducerSettings::new(cluster.connection().clone()),
+        Arc::new(Placements::default()),
+    )
+    .unwrap();
+    producer.wait_for_producer_id(Duration::ZERO);
+    let (cpu, started) = (thread_cpu(), std::time::Instant::now());
+    for _ in 0..300 {
+        producer.poll(Duration::from_micros(1500));
+    }
+    let (cpu, wall) = (thread_cpu() - cpu, started.elapsed());
+    assert!(
+        wall >= Duration::from_millis(450),
+        "poll returned early: {wall:?}"
+    );
+    assert!(cpu < wall / 6, "{cpu:?} of CPU while waiting {wall:?}");
+}
+
+/// A flush that cannot finish (no broker) fails after its timeout and says how many records
+/// are left.
+#[test]
+fn a_flush_that_cannot_finish_names_what_is_left() {
+    let nowhere = fleetstream_kafka::ConnectionSettings::plaintext("127.0.0.1:1");
+    let producer = KafkaProducer::new_polled(
+        &ProducerSettings::new(nowhere),
+        Arc::new(Placements::default()),
+    )
+    .unwrap();
+    let record = OutRecord {
+        topic: "nowhere",
+        key: Some(b"k"),
+        payload: b"{}",
+        headers: &[],
+        timestamp_ms: None,
+    };
+    producer
+        .send(record, b"k".to_vec())
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let err = producer.flush(Duration::from_millis(300)).unwrap_err();
+    assert!(
+        err.to_string().contains("1 records still unreported"),
+        "{err}"
+    );
+}
+
+/// A flush returns once every record is reported, with no background thread serving reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_returns_with_every_record_reported() {
+    let cluster = cluster();
+    let (_, text) = unique_topology(DOMAIN);
+    let topology = Topology::from_toml_str(&text).unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
+    let topic = topology.topics()[0].name.clone();
+    let handler = Arc::new(Placements::default());
+    let producer = KafkaProducer::new_polled(
+        &ProducerSettings::new(cluster.connection().clone()),
+        handler.clone(),
+    )
+    .unwrap();
+    for i in 0..100u32 {
+        let key = i.to_string().into_bytes();
+        let record = OutRecord {
+            topic: &topic,
+            key: Some(&key),
+            payload: b"{}",
+            headers: &[],
+            timestamp_ms: None,
+        };
+        producer
+            .send(record, key.clone())
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.in_flight(), 0);
+    let seen = handler.0.lock().unwrap();
+    assert_eq!(seen.len(), 100);
+    assert!(seen.iter().all(|(_, _, ok)| *ok), "{seen:?}");
+}

@@ -513,10 +513,10 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
     }
 }
 
-/// Serves delivery reports until `t`: waiting is polling. librdkafka polls with millisecond
-/// resolution, so the last stretch sleeps in slices of at most 250 µs (a delivery report may
-/// then be served up to 250 µs late, which bounds the error this adds to ack latency).
-/// Returns the time it last read.
+/// Serves delivery reports until `t`: waiting is polling, in sleeps of at most
+/// [`fleetstream_kafka::POLL_SLICE`] (250 µs) while records are in flight, so a delivery report is served at most
+/// that late, which bounds the error this adds to ack latency. With nothing in flight it sleeps
+/// until `t`. Returns the time it last read.
 fn wait_until(sh: &Shared<'_>, t: Instant) -> Instant {
     loop {
         sh.producer.poll(Duration::ZERO);
@@ -524,12 +524,7 @@ fn wait_until(sh: &Shared<'_>, t: Instant) -> Instant {
         if t <= now + Duration::from_micros(50) {
             return now;
         }
-        let d = t - now;
-        if d > Duration::from_millis(2) {
-            sh.producer.poll(d - Duration::from_millis(1));
-        } else {
-            std::thread::sleep(d.min(Duration::from_micros(250)));
-        }
+        std::thread::sleep(sh.producer.nap(t - now));
     }
 }
 

@@ -14,7 +14,10 @@
 //! - `FLEETSTREAM_RETENTION`: how long completed keys are remembered, default `7d`.
 //! - `FLEETSTREAM_POSTGRES_URL`: when set, the idempotency store is PostgreSQL (table
 //!   `FLEETSTREAM_POSTGRES_TABLE`, default `fleetstream_idempotency`) instead of `/tmp`.
-//! - `FLEETSTREAM_IN_PROGRESS_TTL`: lifetime of a PostgreSQL in-progress marker, default `15m`
+//! - `FLEETSTREAM_DYNAMODB_TABLE`: when set, the idempotency store is that DynamoDB table (in
+//!   the function's region, with its role's credentials; `FLEETSTREAM_DYNAMODB_ENDPOINT`
+//!   overrides the endpoint, e.g. a local emulator). Not together with `FLEETSTREAM_POSTGRES_URL`.
+//! - `FLEETSTREAM_IN_PROGRESS_TTL`: lifetime of a shared store's in-progress marker, default `15m`
 //!   (Lambda's maximum timeout). Set it a little above the function's timeout: a marker left by
 //!   an invocation that timed out blocks redeliveries of its records (reported `in_progress`,
 //!   retriable) until it expires.
@@ -22,13 +25,15 @@
 //! Idempotency: by default a [`FileStore`] under `/tmp`. Each Lambda execution environment has
 //! its own `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so
 //! this deduplicates only redeliveries that reach the same warm instance. Deduplication across
-//! concurrent instances and cold starts needs the PostgreSQL store (`FLEETSTREAM_POSTGRES_URL`),
-//! shared by every instance.
+//! concurrent instances and cold starts needs a store shared by every instance: DynamoDB
+//! (`FLEETSTREAM_DYNAMODB_TABLE`, the usual choice in AWS) or PostgreSQL
+//! (`FLEETSTREAM_POSTGRES_URL`, inside the VPC).
 #![warn(missing_docs)]
 
 use fleetstream_dispatcher::event::decode_event_value;
 use fleetstream_dispatcher::idempotency::{
-    FileStore, FileStoreConfig, IdempotencyStore, PostgresStore, PostgresStoreConfig, StoreError,
+    DynamoStore, DynamoStoreConfig, FileStore, FileStoreConfig, IdempotencyStore, PostgresStore,
+    PostgresStoreConfig, StoreError,
 };
 use fleetstream_dispatcher::{BatchItemFailure, Dispatcher, RoutesError, RoutingTable, Summary};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -102,11 +107,14 @@ pub struct LambdaConfig {
     pub retention: Duration,
     /// The shared PostgreSQL store, if configured (its `Debug` hides the URL).
     pub postgres: Option<PostgresStoreConfig>,
+    /// The shared DynamoDB store, if configured.
+    pub dynamodb: Option<DynamoStoreConfig>,
 }
 
 impl LambdaConfig {
     /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`,
-    /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`, `FLEETSTREAM_IN_PROGRESS_TTL`.
+    /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`, `FLEETSTREAM_DYNAMODB_TABLE`,
+    /// `FLEETSTREAM_DYNAMODB_ENDPOINT`, `FLEETSTREAM_IN_PROGRESS_TTL`.
     pub fn from_env() -> Result<Self, StartError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -141,8 +149,31 @@ impl LambdaConfig {
             }
             c
         });
+        let dynamodb = match non_empty("FLEETSTREAM_DYNAMODB_TABLE") {
+            Some(table) => Some(DynamoStoreConfig {
+                table,
+                endpoint: non_empty("FLEETSTREAM_DYNAMODB_ENDPOINT"),
+                retention,
+                in_progress_ttl: ttl.unwrap_or(DynamoStoreConfig::default().in_progress_ttl),
+            }),
+            None if non_empty("FLEETSTREAM_DYNAMODB_ENDPOINT").is_some() => {
+                return Err(StartError::Env {
+                    name: "FLEETSTREAM_DYNAMODB_ENDPOINT",
+                    message: "set without FLEETSTREAM_DYNAMODB_TABLE".into(),
+                })
+            }
+            None => None,
+        };
+        if postgres.is_some() && dynamodb.is_some() {
+            return Err(StartError::Env {
+                name: "FLEETSTREAM_DYNAMODB_TABLE",
+                message: "set together with FLEETSTREAM_POSTGRES_URL; choose one shared store"
+                    .into(),
+            });
+        }
         Ok(Self {
             postgres,
+            dynamodb,
             routes: non_empty("FLEETSTREAM_ROUTES").map(PathBuf::from),
             state_dir: non_empty("FLEETSTREAM_STATE_DIR")
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
@@ -150,16 +181,17 @@ impl LambdaConfig {
         })
     }
 
-    /// Builds the dispatcher: routes, then the PostgreSQL store if configured, else a file
-    /// store under `<state_dir>/idempotency`.
+    /// Builds the dispatcher: routes, then the DynamoDB or PostgreSQL store if configured, else
+    /// a file store under `<state_dir>/idempotency`.
     pub async fn build(&self) -> Result<Dispatcher, StartError> {
         let table = match &self.routes {
             Some(path) => RoutingTable::load(path, &self.state_dir)?,
             None => RoutingTable::from_toml_str(DEFAULT_ROUTES, &self.state_dir)?,
         };
-        let store: Arc<dyn IdempotencyStore> = match &self.postgres {
-            Some(config) => Arc::new(PostgresStore::connect(config.clone()).await?),
-            None => Arc::new(FileStore::open(
+        let store: Arc<dyn IdempotencyStore> = match (&self.dynamodb, &self.postgres) {
+            (Some(config), _) => Arc::new(DynamoStore::connect(config.clone()).await?),
+            (None, Some(config)) => Arc::new(PostgresStore::connect(config.clone()).await?),
+            (None, None) => Arc::new(FileStore::open(
                 self.state_dir.join("idempotency"),
                 FileStoreConfig {
                     retention: self.retention,

@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
         state_dir: dir.join("state"),
         retention: Duration::from_secs(3600),
         postgres: None,
+        dynamodb: None,
     }
 }
 
@@ -136,6 +137,80 @@ fn config_comes_from_the_environment() {
         ("dedup", Duration::from_secs(7 * 86400))
     );
     assert!(!format!("{pg:?}").contains("hunter2"), "{pg:?}");
+    let ddb = LambdaConfig::from_lookup(|name| match name {
+        "FLEETSTREAM_DYNAMODB_TABLE" => Some("dedup".into()),
+        "FLEETSTREAM_DYNAMODB_ENDPOINT" => Some("http://127.0.0.1:8766".into()),
+        "FLEETSTREAM_IN_PROGRESS_TTL" => Some("70s".into()),
+        "FLEETSTREAM_RETENTION" => Some("2d".into()),
+        _ => None,
+    })
+    .unwrap();
+    let c = ddb.dynamodb.as_ref().unwrap();
+    assert_eq!(
+        (c.table.as_str(), c.endpoint.as_deref()),
+        ("dedup", Some("http://127.0.0.1:8766"))
+    );
+    assert_eq!(
+        (c.in_progress_ttl, c.retention),
+        (Duration::from_secs(70), Duration::from_secs(2 * 86400))
+    );
+    assert!(ddb.postgres.is_none());
+    let both = LambdaConfig::from_lookup(|name| match name {
+        "FLEETSTREAM_DYNAMODB_TABLE" => Some("dedup".into()),
+        "FLEETSTREAM_POSTGRES_URL" => Some("postgresql://db/x".into()),
+        _ => None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        both.contains("FLEETSTREAM_DYNAMODB_TABLE") && both.contains("FLEETSTREAM_POSTGRES_URL"),
+        "{both}"
+    );
+    let stray = LambdaConfig::from_lookup(|name| {
+        (name == "FLEETSTREAM_DYNAMODB_ENDPOINT").then(|| "http://x".to_owned())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(stray.contains("FLEETSTREAM_DYNAMODB_TABLE"), "{stray}");
+}
+
+/// Two Lambda instances (separate /tmp) sharing a DynamoDB table: the second sees duplicates.
+/// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
+#[tokio::test]
+async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
+    let Some(endpoint) = std::env::var("FLEETSTREAM_TEST_DYNAMODB")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: FLEETSTREAM_TEST_DYNAMODB is unset");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ddb = DynamoStoreConfig {
+        table: format!(
+            "fs-lambda-test-{}-{}",
+            std::process::id(),
+            nanos % 1_000_000_000
+        ),
+        endpoint: Some(endpoint),
+        ..DynamoStoreConfig::default()
+    };
+    DynamoStore::create_table(ddb.clone()).await.unwrap();
+    let instance = |dir: &std::path::Path| {
+        let mut c = config(dir, None);
+        c.dynamodb = Some(ddb.clone());
+        c
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = instance(a.path()).build().await.unwrap();
+    let second = instance(b.path()).build().await.unwrap();
+    let one = handle(&first, event(FIXTURE)).await.unwrap();
+    let two = handle(&second, event(FIXTURE)).await.unwrap();
+    assert_eq!(one.summary.dispatched, 3, "{one:?}");
+    assert_eq!(two.summary.duplicates, 3, "{two:?}");
 }
 
 /// Two Lambda instances (separate /tmp) sharing PostgreSQL: the second sees duplicates.

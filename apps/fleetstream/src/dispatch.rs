@@ -6,7 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use fleetstream_consumer::KafkaTarget;
 use fleetstream_dispatcher::idempotency::{
-    FileStore, FileStoreConfig, IdempotencyStore, PostgresStore, PostgresStoreConfig,
+    DynamoStore, DynamoStoreConfig, FileStore, FileStoreConfig, IdempotencyStore, PostgresStore,
+    PostgresStoreConfig,
 };
 use fleetstream_dispatcher::routes::TargetKind;
 use fleetstream_dispatcher::server::{self, ServerConfig, Token, DEFAULT_MAX_BODY_BYTES};
@@ -90,6 +91,22 @@ pub struct ServeArgs {
         default_value = "fleetstream_idempotency"
     )]
     pub postgres_table: String,
+    /// Keep idempotency keys in this DynamoDB table instead (shared like --postgres-url; region
+    /// and credentials from the usual AWS sources). The table has partition key `pk` (string);
+    /// see docs/DISPATCHER.md. AWS's endpoint needs the `tls` build.
+    #[arg(
+        long,
+        env = "FLEETSTREAM_DYNAMODB_TABLE",
+        conflicts_with = "postgres_url"
+    )]
+    pub dynamodb_table: Option<String>,
+    /// DynamoDB endpoint override, e.g. http://127.0.0.1:8766 (scripts/dynamodb).
+    #[arg(
+        long,
+        env = "FLEETSTREAM_DYNAMODB_ENDPOINT",
+        requires = "dynamodb_table"
+    )]
+    pub dynamodb_endpoint: Option<String>,
 }
 
 /// Parses `6291456`, `512KiB`, `6MiB`, `6MB`.
@@ -131,6 +148,8 @@ pub enum StoreHandle {
     File(Arc<FileStore>),
     /// The shared PostgreSQL store.
     Postgres(Arc<PostgresStore>),
+    /// The shared DynamoDB store: the table's Time to Live deletes old keys, nothing to do here.
+    Dynamo,
 }
 
 impl StoreHandle {
@@ -143,6 +162,7 @@ impl StoreHandle {
                 tokio::task::spawn_blocking(move || store.compact()).await?? as u64
             }
             StoreHandle::Postgres(store) => store.purge().await?,
+            StoreHandle::Dynamo => 0,
         })
     }
 }
@@ -150,8 +170,9 @@ impl StoreHandle {
 /// How often `dispatch serve` applies retention: hourly, cheap next to a 7-day window.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Builds the dispatcher of `dispatch serve`: routes, then the PostgreSQL store if
-/// --postgres-url is set, else the file store under the state dir.
+/// Builds the dispatcher of `dispatch serve`: routes, then the DynamoDB store if
+/// --dynamodb-table is set, the PostgreSQL store if --postgres-url is, else the file store under
+/// the state dir.
 pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, StoreHandle)> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
@@ -161,6 +182,18 @@ pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, S
         None => RoutingTable::default_for_state_dir(&args.state_dir),
     };
     let (store, handle): (Arc<dyn IdempotencyStore>, StoreHandle) = match &args.postgres_url {
+        _ if args.dynamodb_table.is_some() => {
+            let config = DynamoStoreConfig {
+                table: args.dynamodb_table.clone().unwrap_or_default(),
+                endpoint: args.dynamodb_endpoint.clone(),
+                retention: args.retention,
+                ..DynamoStoreConfig::default()
+            };
+            let store = DynamoStore::connect(config)
+                .await
+                .context("connecting to --dynamodb-table (FLEETSTREAM_DYNAMODB_TABLE)")?;
+            (Arc::new(store), StoreHandle::Dynamo)
+        }
         Some(url) => {
             let mut config = PostgresStoreConfig::new(url.clone());
             config.table = args.postgres_table.clone();

@@ -44,6 +44,8 @@ fn start(state_dir: &Path, extra: &[&str]) -> Server {
         .env_remove("FLEETSTREAM_ROUTES")
         .env_remove("FLEETSTREAM_DISPATCH_TOKEN")
         .env_remove("FLEETSTREAM_POSTGRES_URL")
+        .env_remove("FLEETSTREAM_DYNAMODB_TABLE")
+        .env_remove("FLEETSTREAM_DYNAMODB_ENDPOINT")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -263,4 +265,93 @@ async fn servers_sharing_postgres_deduplicate_across_each_other() {
                 .unwrap()
                 .is_empty()
     );
+}
+
+/// Two servers sharing one DynamoDB table: a batch dispatched by one is a duplicate at the other.
+/// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
+#[tokio::test]
+async fn servers_sharing_dynamodb_deduplicate_across_each_other() {
+    use fleetstream_dispatcher::idempotency::{DynamoStore, DynamoStoreConfig};
+    let Some(endpoint) = std::env::var("FLEETSTREAM_TEST_DYNAMODB")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: FLEETSTREAM_TEST_DYNAMODB is unset (scripts/dynamodb start)");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!(
+        "fs-serve-test-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    DynamoStore::create_table(DynamoStoreConfig {
+        table: table.clone(),
+        endpoint: Some(endpoint.clone()),
+        ..DynamoStoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let ddb = [
+        "--dynamodb-table",
+        table.as_str(),
+        "--dynamodb-endpoint",
+        endpoint.as_str(),
+    ];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(a.path(), &ddb);
+    let second = start(b.path(), &ddb);
+    let one = invoke(&client(&first.endpoint, None).await, EVENT).await;
+    assert_eq!(one["summary"]["dispatched"], 3, "{one}");
+    let two = invoke(&client(&second.endpoint, None).await, EVENT).await;
+    assert_eq!(two["summary"]["duplicates"], 3, "{two}");
+}
+
+/// A shared store that cannot be used stops the server at start-up, naming the flag; two
+/// shared stores at once are refused.
+#[test]
+fn an_unusable_or_ambiguous_shared_store_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fleetstream"))
+            .args([
+                "dispatch",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("FLEETSTREAM_POSTGRES_URL")
+            .env_remove("FLEETSTREAM_DYNAMODB_TABLE")
+            .env_remove("FLEETSTREAM_DYNAMODB_ENDPOINT")
+            .output()
+            .expect("fleetstream runs")
+    };
+    // Nothing listens on port 1.
+    let out = run(&[
+        "--dynamodb-table",
+        "dedup",
+        "--dynamodb-endpoint",
+        "http://127.0.0.1:1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--dynamodb-table") && err.contains("dedup"),
+        "{err}"
+    );
+    let out = run(&[
+        "--dynamodb-table",
+        "dedup",
+        "--postgres-url",
+        "postgresql://127.0.0.1:1/x",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--postgres-url"), "{err}");
 }

@@ -13,14 +13,18 @@
 //! a second delivery may start; keep the expiry above the longest delivery.
 //!
 //! Stores: [`MemoryStore`] (tests, one-shot runs), [`FileStore`] (the embedded default, survives
-//! restarts, single-process) and, with feature `postgres`, `PostgresStore` (one table shared by
-//! several dispatcher instances, e.g. concurrent Lambda instances).
+//! restarts, single-process) and, shared by several dispatcher instances (e.g. concurrent Lambda
+//! instances), `PostgresStore` (feature `postgres`) and `DynamoStore` (feature `dynamodb`).
 
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
 mod file;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoStore, DynamoStoreConfig, DEFAULT_DYNAMODB_TABLE};
 pub use file::{FileStore, FileStoreConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

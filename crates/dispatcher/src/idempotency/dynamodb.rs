@@ -1,0 +1,512 @@
+//! DynamoDB store (feature `dynamodb`): one table shared by every dispatcher instance, the
+//! usual place for a Lambda function's idempotency keys (no VPC, no connections to manage).
+//!
+//! Same semantics as [`super::PostgresStore`], one item per key:
+//! - `begin` is one conditional `PutItem`: write an in-progress item unless the key exists, and
+//!   take over an item whose in-progress marker expired or whose completion is older than the
+//!   retention window. DynamoDB applies a condition and its write atomically, so of two
+//!   concurrent `begin`s on one key exactly one acquires. When the condition fails, the old item
+//!   (returned with the failure, or read back consistently) tells `Duplicate`, `InProgress` or
+//!   `Conflict` (different payload hash; reported, never executed).
+//! - `complete` turns the caller's in-progress item into done; `abort` deletes it.
+//! - Times come from the instance's clock (DynamoDB conditions have no server clock). Lambda
+//!   and EC2 clocks are NTP-synchronised; skew matters only against the 15-minute marker
+//!   lifetime and the days of retention.
+//! - Done items carry `ttl` (epoch seconds, completion plus retention). Turn on the table's Time
+//!   to Live on that attribute and DynamoDB deletes them itself (usually within days); until
+//!   then they are treated as absent anyway.
+//!
+//! The table: partition key `pk` (string), nothing else. See docs/DISPATCHER.md for the CLI or
+//! CloudFormation lines, or [`DynamoStore::create_table`] for a local endpoint.
+
+use super::{Begin, IdempotencyStore, StoreError, DEFAULT_IN_PROGRESS_TTL};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default table name.
+pub const DEFAULT_DYNAMODB_TABLE: &str = "fleetstream-idempotency";
+
+/// Requests in flight at once for the batch forms (a Lambda batch holds up to thousands of
+/// records; DynamoDB has no conditional batch write).
+const CONCURRENCY: usize = 32;
+
+/// Settings of [`DynamoStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoStoreConfig {
+    /// Table. Default [`DEFAULT_DYNAMODB_TABLE`].
+    pub table: String,
+    /// Endpoint override: an `http://` URL (a local emulator such as scripts/dynamodb) or an
+    /// `https://` one. Default none: AWS's endpoint for the region, which needs a build with
+    /// the `dynamodb-tls` feature.
+    pub endpoint: Option<String>,
+    /// How long a completed key is remembered. Default 7 days; must exceed the longest
+    /// redelivery horizon (see [`super::FileStoreConfig::retention`]).
+    pub retention: Duration,
+    /// Lifetime of an in-progress marker. Default 15 min (Lambda's maximum timeout); must exceed
+    /// the longest delivery, or a second instance may start the same key beside it.
+    pub in_progress_ttl: Duration,
+}
+
+impl Default for DynamoStoreConfig {
+    fn default() -> Self {
+        Self {
+            table: DEFAULT_DYNAMODB_TABLE.to_owned(),
+            endpoint: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            in_progress_ttl: DEFAULT_IN_PROGRESS_TTL,
+        }
+    }
+}
+
+/// The DynamoDB-backed store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    config: DynamoStoreConfig,
+    client: Client,
+}
+
+fn sdk_err<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Database(format!("DynamoDB {what}: {}", describe(&e)))
+}
+
+/// One line: the service's error code and message, or the chain of causes (the SDK's own
+/// `DisplayErrorContext` appends the whole raw response).
+fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(se) = e.as_service_error() {
+        return format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("(no message)")
+        );
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+const IN_PROGRESS: &str = "in_progress";
+const DONE: &str = "done";
+
+/// What an existing item says about a `begin` that did not acquire.
+fn classify(item: Option<&HashMap<String, AttributeValue>>, payload_hash: u64) -> Begin {
+    let Some(item) = item else {
+        // Deleted in between (an abort): someone else is retrying it right now.
+        return Begin::InProgress;
+    };
+    let stored = item
+        .get("hash")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let done = item
+        .get("state")
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|v| v == DONE);
+    match (stored == Some(payload_hash), done) {
+        (false, _) => Begin::Conflict,
+        (true, true) => Begin::Duplicate,
+        (true, false) => Begin::InProgress,
+    }
+}
+
+impl DynamoStore {
+    /// A client for the table (region and credentials from the usual AWS sources: the Lambda
+    /// role, `AWS_REGION`, `AWS_ACCESS_KEY_ID`...), checked with `DescribeTable` so a missing
+    /// table or a refused credential fails at start-up, naming the table.
+    pub async fn connect(config: DynamoStoreConfig) -> Result<Self, StoreError> {
+        let client = Self::client(&config).await?;
+        client
+            .describe_table()
+            .table_name(&config.table)
+            .send()
+            .await
+            .map_err(|e| sdk_err(&format!("table {:?}", config.table), e))?;
+        Ok(Self { config, client })
+    }
+
+    /// The SDK client for `config`: plain HTTP to an `http://` endpoint (with a placeholder
+    /// region and credentials when none are set), HTTPS otherwise.
+    async fn client(config: &DynamoStoreConfig) -> Result<Client, StoreError> {
+        if config.table.trim().is_empty() {
+            return Err(StoreError::Database(
+                "DynamoDB table name is empty".to_owned(),
+            ));
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let local = config
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        match config.endpoint.as_deref() {
+            Some(e) if local => {
+                loader = loader
+                    .endpoint_url(e)
+                    .http_client(aws_smithy_http_client::Builder::new().build_http());
+            }
+            Some(e) if e.starts_with("https://") => {
+                loader = loader.endpoint_url(e).http_client(https_client()?);
+            }
+            Some(e) => {
+                return Err(StoreError::Database(format!(
+                    "DynamoDB endpoint {e:?} must be an http:// or https:// URL"
+                )))
+            }
+            None => loader = loader.http_client(https_client()?),
+        }
+        if local
+            && std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            // A local emulator ignores the region; AWS itself needs AWS_REGION.
+            loader = loader.region(aws_config::Region::new("us-east-1"));
+        }
+        if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            // Emulators accept any signature; real endpoints need real credentials.
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "fleetstream-local",
+                "fleetstream-local",
+                None,
+                None,
+                "fleetstream-local-endpoint",
+            ));
+        }
+        Ok(Client::new(&loader.load().await))
+    }
+
+    /// Creates the table (on-demand billing, key `pk`, Time to Live on `ttl`) unless it exists,
+    /// and returns the store on it. For local endpoints and first set-ups; in AWS, create it
+    /// with the rest of the infrastructure (docs/DISPATCHER.md).
+    pub async fn create_table(config: DynamoStoreConfig) -> Result<Self, StoreError> {
+        let client = Self::client(&config).await?;
+        let created = client
+            .create_table()
+            .table_name(&config.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| StoreError::Database(e.to_string()))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| StoreError::Database(e.to_string()))?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(sdk_err(&format!("create table {:?}", config.table), e)),
+        }
+        let ttl = client
+            .update_time_to_live()
+            .table_name(&config.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name("ttl")
+                    .build()
+                    .map_err(|e| StoreError::Database(e.to_string()))?,
+            )
+            .send()
+            .await;
+        if let Err(e) = ttl {
+            // Already enabled is fine; anything else only costs storage, so warn.
+            tracing::warn!(table = %config.table, error = %describe(&e), "could not enable Time to Live");
+        }
+        Ok(Self { config, client })
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &DynamoStoreConfig {
+        &self.config
+    }
+
+    async fn begin_inner(&self, key: &str, payload_hash: u64) -> Result<Begin, StoreError> {
+        let now = now_ms();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.config.table)
+            .item("pk", s(key))
+            .item("hash", AttributeValue::N(payload_hash.to_string()))
+            .item("state", s(IN_PROGRESS))
+            .item(
+                "expires_ms",
+                n(now.saturating_add(millis(self.config.in_progress_ttl))),
+            )
+            .condition_expression(
+                "attribute_not_exists(pk) \
+                 OR (#state = :in_progress AND expires_ms <= :now) \
+                 OR (#state = :done AND done_ms < :forget_before)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(
+                ":forget_before",
+                n(now.saturating_sub(millis(self.config.retention))),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let failed = match put {
+            Ok(_) => return Ok(Begin::Acquired),
+            Err(e) => match e.into_service_error() {
+                se if se.is_conditional_check_failed_exception() => se,
+                se => {
+                    return Err(StoreError::Database(format!(
+                        "DynamoDB put {key:?}: {}: {}",
+                        se.code().unwrap_or("error"),
+                        se.message().unwrap_or("(no message)")
+                    )))
+                }
+            },
+        };
+        let old = match failed {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+                c,
+            ) => c.item,
+            _ => None,
+        };
+        if let Some(item) = old {
+            return Ok(classify(Some(&item), payload_hash));
+        }
+        // An endpoint that does not return the old item: read it back, strongly consistent.
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .key("pk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err(&format!("get {key:?}"), e))?;
+        Ok(classify(got.item(), payload_hash))
+    }
+
+    async fn complete_inner(&self, key: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let ttl_secs = now.saturating_add(millis(self.config.retention)) / 1000;
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.config.table)
+            .key("pk", s(key))
+            .update_expression("SET #state = :done, done_ms = :now, #ttl = :ttl REMOVE expires_ms")
+            .condition_expression("#state = :in_progress")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":ttl", n(ttl_secs))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Not in progress (already done, or never begun): nothing to do, as in the others.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err(&format!("complete {key:?}"), e)),
+        }
+    }
+
+    async fn abort_inner(&self, key: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.config.table)
+            .key("pk", s(key))
+            .condition_expression("#state = :in_progress")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Done (or absent): an abort never forgets a completed key.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err(&format!("abort {key:?}"), e)),
+        }
+    }
+}
+
+/// The SDK's HTTPS client (rustls with ring), in builds with the `dynamodb-tls` feature.
+#[cfg(feature = "dynamodb-tls")]
+fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreError> {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https())
+}
+
+#[cfg(not(feature = "dynamodb-tls"))]
+fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreError> {
+    Err(StoreError::Database(
+        "AWS's DynamoDB endpoint needs a build with TLS (feature `dynamodb-tls`; for the Lambda \
+         function `cargo lambda build --release -p fleetstream-dispatcher-lambda --features tls`); \
+         this build speaks plain HTTP to an http:// endpoint such as scripts/dynamodb"
+            .into(),
+    ))
+}
+
+impl IdempotencyStore for DynamoStore {
+    fn begin<'a>(
+        &'a self,
+        key: &'a str,
+        payload_hash: u64,
+    ) -> BoxFuture<'a, Result<Begin, StoreError>> {
+        self.begin_inner(key, payload_hash).boxed()
+    }
+
+    fn complete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.complete_inner(key).boxed()
+    }
+
+    fn abort<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.abort_inner(key).boxed()
+    }
+
+    /// Conditional puts, [`CONCURRENCY`] at a time. On an error, the markers taken are released
+    /// before it is returned.
+    fn begin_many<'a>(
+        &'a self,
+        keys: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        async move {
+            let distinct: HashSet<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+            if distinct.len() != keys.len() {
+                return Err(StoreError::Database(
+                    "begin_many needs distinct keys".into(),
+                ));
+            }
+            // Futures are lazy: collecting them first starts nothing.
+            let calls: Vec<_> = keys.iter().map(|(k, h)| self.begin_inner(k, *h)).collect();
+            let answers: Vec<Result<Begin, StoreError>> =
+                stream::iter(calls).buffered(CONCURRENCY).collect().await;
+            if let Some(i) = answers.iter().position(Result::is_err) {
+                let taken: Vec<String> = keys
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, a)| matches!(a, Ok(Begin::Acquired)))
+                    .map(|((k, _), _)| k.clone())
+                    .collect();
+                let _ = self.abort_many(&taken).await;
+                let mut answers = answers;
+                return Err(answers.swap_remove(i).unwrap_err());
+            }
+            answers.into_iter().collect()
+        }
+        .boxed()
+    }
+
+    fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let calls: Vec<_> = keys.iter().map(|k| self.complete_inner(k)).collect();
+            stream::iter(calls)
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            // Every key is tried (a release must not stop at the first failure).
+            let calls: Vec<_> = keys.iter().map(|k| self.abort_inner(k)).collect();
+            let results: Vec<Result<(), StoreError>> = stream::iter(calls)
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            results
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map(|_| ())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(hash: u64, state: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_owned(), s("k")),
+            ("hash".to_owned(), AttributeValue::N(hash.to_string())),
+            ("state".to_owned(), s(state)),
+        ])
+    }
+
+    #[test]
+    fn an_existing_item_classifies_a_begin_that_did_not_acquire() {
+        assert_eq!(classify(Some(&item(7, DONE)), 7), Begin::Duplicate);
+        assert_eq!(classify(Some(&item(7, IN_PROGRESS)), 7), Begin::InProgress);
+        assert_eq!(classify(Some(&item(7, DONE)), 8), Begin::Conflict);
+        assert_eq!(classify(Some(&item(7, IN_PROGRESS)), 8), Begin::Conflict);
+        assert_eq!(
+            classify(Some(&item(u64::MAX, DONE)), u64::MAX),
+            Begin::Duplicate
+        );
+        assert_eq!(classify(None, 7), Begin::InProgress);
+    }
+}

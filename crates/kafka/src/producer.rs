@@ -174,21 +174,30 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         })
     }
 
-    /// Serves delivery reports for `timeout`: at once, then after each sleep of at most
-    /// [`POLL_SLICE`] until `timeout` has passed (a report may be served up to one slice late).
-    /// `Duration::ZERO` serves what is pending and returns. On a producer from
-    /// [`KafkaProducer::new`] a background thread serves reports, so this just sleeps.
+    /// Serves delivery reports for `timeout`: everything pending at once, then again after each
+    /// sleep of at most [`POLL_SLICE`] until `timeout` has passed (a report may be served up to
+    /// one slice late). `Duration::ZERO` serves one pending event (a delivery report covers one
+    /// partition's batch) and returns at once: the cheap call for hot send loops. On a producer
+    /// from [`KafkaProducer::new`] a background thread serves reports, so this just sleeps.
     ///
     /// Why slices: rust-rdkafka's `BaseProducer::poll(t)` keeps polling until `t` has passed
     /// and converts what is left to whole milliseconds for librdkafka, so its last millisecond
     /// (and the fraction after every early report) is a busy loop. That was ~10% of a core for
     /// a producer at 100 msg/s, and 1 ms of spinning per full-queue wait.
     pub fn poll(&self, timeout: Duration) {
+        let Inner::Polled(p) = &self.inner else {
+            if !timeout.is_zero() {
+                std::thread::sleep(timeout);
+            }
+            return;
+        };
+        if timeout.is_zero() {
+            p.poll(Duration::ZERO);
+            return;
+        }
         let end = Instant::now() + timeout;
         loop {
-            if let Inner::Polled(p) = &self.inner {
-                p.poll(Duration::ZERO);
-            }
+            self.serve_pending();
             let now = Instant::now();
             if now >= end {
                 return;
@@ -197,9 +206,29 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         }
     }
 
-    /// How long a wait of `left` may sleep before polling again: all of it when no record is
-    /// in flight (no report can arrive), otherwise at most [`POLL_SLICE`]. Each wake-up costs
-    /// a timer and a context switch, which on a VM showed as ~20 µs of system time.
+    /// Serves every pending event: rust-rdkafka's `poll(0)` takes one per call, so call it
+    /// while that keeps lowering [`KafkaProducer::in_flight`] (bounded, in case events keep
+    /// coming).
+    fn serve_pending(&self) {
+        let Inner::Polled(p) = &self.inner else {
+            return;
+        };
+        let mut left = self.in_flight();
+        for _ in 0..10_000 {
+            p.poll(Duration::ZERO);
+            let now = self.in_flight();
+            if now >= left {
+                return;
+            }
+            left = now;
+        }
+    }
+
+    /// How long a wait of `left` may sleep before polling again: all of it when nothing is in
+    /// flight (no report can arrive), otherwise at most [`POLL_SLICE`]. Each wake-up costs a
+    /// timer and a context switch, which on a VM showed as ~20 µs of system time. With several
+    /// threads sending on one producer, another may send during a long nap and its reports then
+    /// wait for the next poll: such callers should wait in slices of at most [`POLL_SLICE`].
     pub fn nap(&self, left: Duration) -> Duration {
         if self.in_flight() == 0 {
             left
@@ -239,7 +268,8 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         sent.map_err(|(e, r)| (produce_error(&e), *r.delivery_opaque))
     }
 
-    /// Records handed to librdkafka and not yet reported.
+    /// Records handed to librdkafka and not yet reported, plus client events not yet served
+    /// (librdkafka's `rd_kafka_outq_len`).
     pub fn in_flight(&self) -> usize {
         let n = match &self.inner {
             Inner::Threaded(p) => p.in_flight_count(),
@@ -252,17 +282,13 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
     /// as soon as none is left, or fails after `timeout`.
     ///
     /// Not rust-rdkafka's `flush`: that serves reports in fixed 100 ms `poll` steps, so every
-    /// flush took at least ~100 ms (and spun for the last millisecond of each step).
+    /// flush took at least ~100 ms (and spun for the last millisecond of each step). Records
+    /// still lingering are sent when their `linger.ms` is up (`rd_kafka_flush` bypasses linger
+    /// only while it waits inside librdkafka, which this does not).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let end = Instant::now() + timeout;
         loop {
-            // `rd_kafka_flush` without waiting: tells the broker threads to send lingering
-            // batches now. Its "timed out" answer only means records are still queued.
-            let _ = match &self.inner {
-                Inner::Threaded(p) => p.flush(Duration::ZERO),
-                Inner::Polled(p) => p.flush(Duration::ZERO),
-            };
-            self.poll(Duration::ZERO);
+            self.serve_pending();
             let left = self.in_flight();
             if left == 0 {
                 return Ok(());
@@ -270,7 +296,7 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
             let now = Instant::now();
             if now >= end {
                 return Err(KafkaError::Timeout(format!(
-                    "flush: {left} records still unreported after {timeout:?}"
+                    "flush: {left} records (or client events) still unreported after {timeout:?}"
                 )));
             }
             std::thread::sleep((end - now).min(POLL_SLICE));

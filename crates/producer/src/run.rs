@@ -514,9 +514,9 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
 }
 
 /// Serves delivery reports until `t`: waiting is polling, in sleeps of at most
-/// [`fleetstream_kafka::POLL_SLICE`] (250 µs) while records are in flight, so a delivery report is served at most
-/// that late, which bounds the error this adds to ack latency. With nothing in flight it sleeps
-/// until `t`. Returns the time it last read.
+/// [`fleetstream_kafka::POLL_SLICE`] (250 µs) while records are in flight, so a delivery report
+/// is served at most that late, which bounds the error this adds to ack latency. With nothing in
+/// flight and one sender thread it sleeps until `t`. Returns the time it last read.
 fn wait_until(sh: &Shared<'_>, t: Instant) -> Instant {
     loop {
         sh.producer.poll(Duration::ZERO);
@@ -524,7 +524,14 @@ fn wait_until(sh: &Shared<'_>, t: Instant) -> Instant {
         if t <= now + Duration::from_micros(50) {
             return now;
         }
-        std::thread::sleep(sh.producer.nap(t - now));
+        let wait = t - now;
+        // Other sender threads may send while this one sleeps: poll at least every slice.
+        let wait = if sh.spec.options.threads > 1 {
+            wait.min(fleetstream_kafka::POLL_SLICE)
+        } else {
+            wait
+        };
+        sh.producer.poll(wait);
     }
 }
 

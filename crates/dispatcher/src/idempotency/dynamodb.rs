@@ -20,15 +20,18 @@
 //! CloudFormation lines, or [`DynamoStore::create_table`] for a local endpoint.
 
 use super::{Begin, IdempotencyStore, StoreError, DEFAULT_IN_PROGRESS_TTL};
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use futures::future::{BoxFuture, FutureExt};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default table name.
@@ -111,6 +114,19 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// An id no other `begin` call shares: process id, clock and a counter.
+fn attempt_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -126,12 +142,24 @@ fn s(v: &str) -> AttributeValue {
 const IN_PROGRESS: &str = "in_progress";
 const DONE: &str = "done";
 
-/// What an existing item says about a `begin` that did not acquire.
-fn classify(item: Option<&HashMap<String, AttributeValue>>, payload_hash: u64) -> Begin {
+/// What the item found says about a `begin` whose conditional put failed. An item written by
+/// this very call (`attempt`: the SDK re-sent the put after losing the first answer) is ours.
+fn classify(
+    item: Option<&HashMap<String, AttributeValue>>,
+    payload_hash: u64,
+    attempt: &str,
+) -> Begin {
     let Some(item) = item else {
         // Deleted in between (an abort): someone else is retrying it right now.
         return Begin::InProgress;
     };
+    if item
+        .get("attempt")
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|a| a == attempt)
+    {
+        return Begin::Acquired;
+    }
     let stored = item
         .get("hash")
         .and_then(|v| v.as_n().ok())
@@ -243,6 +271,18 @@ impl DynamoStore {
                     .is_some_and(|se| se.is_resource_in_use_exception()) => {}
             Err(e) => return Err(sdk_err(&format!("create table {:?}", config.table), e)),
         }
+        // DynamoDB creates tables asynchronously (CREATING); TTL and writes need it ACTIVE.
+        client
+            .wait_until_table_exists()
+            .table_name(&config.table)
+            .wait(Duration::from_secs(120))
+            .await
+            .map_err(|e| {
+                StoreError::Database(format!(
+                    "DynamoDB table {:?} did not become active: {e}",
+                    config.table
+                ))
+            })?;
         let ttl = client
             .update_time_to_live()
             .table_name(&config.table)
@@ -256,8 +296,12 @@ impl DynamoStore {
             .send()
             .await;
         if let Err(e) = ttl {
-            // Already enabled is fine; anything else only costs storage, so warn.
-            tracing::warn!(table = %config.table, error = %describe(&e), "could not enable Time to Live");
+            let text = describe(&e);
+            // Re-running on a table whose TTL is already on is fine. Without it old keys are
+            // never deleted: that costs storage, not correctness, so only warn.
+            if !text.contains("already enabled") {
+                tracing::warn!(table = %config.table, error = %text, "could not enable Time to Live");
+            }
         }
         Ok(Self { config, client })
     }
@@ -269,6 +313,10 @@ impl DynamoStore {
 
     async fn begin_inner(&self, key: &str, payload_hash: u64) -> Result<Begin, StoreError> {
         let now = now_ms();
+        let expires = now.saturating_add(millis(self.config.in_progress_ttl));
+        // Unique to this call: if the SDK re-sends the put after a lost response, the retry
+        // fails the condition against the item the first attempt wrote; this says it is ours.
+        let attempt = attempt_id();
         let put = self
             .client
             .put_item()
@@ -276,9 +324,12 @@ impl DynamoStore {
             .item("pk", s(key))
             .item("hash", AttributeValue::N(payload_hash.to_string()))
             .item("state", s(IN_PROGRESS))
+            .item("attempt", s(&attempt))
+            .item("expires_ms", n(expires))
+            // An orphaned marker (its record never redelivered) is deleted by Time to Live too.
             .item(
-                "expires_ms",
-                n(now.saturating_add(millis(self.config.in_progress_ttl))),
+                "ttl",
+                n(expires.saturating_add(millis(self.config.retention)) / 1000),
             )
             .condition_expression(
                 "attribute_not_exists(pk) \
@@ -296,39 +347,42 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let failed = match put {
+        let old = match put {
             Ok(_) => return Ok(Begin::Acquired),
-            Err(e) => match e.into_service_error() {
-                se if se.is_conditional_check_failed_exception() => se,
-                se => {
-                    return Err(StoreError::Database(format!(
-                        "DynamoDB put {key:?}: {}: {}",
-                        se.code().unwrap_or("error"),
-                        se.message().unwrap_or("(no message)")
-                    )))
+            Err(e) => {
+                let conditional = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception());
+                if !conditional {
+                    return Err(sdk_err(&self.what("put", key), e));
                 }
-            },
+                match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                }
+            }
         };
-        let old = match failed {
-            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
-                c,
-            ) => c.item,
-            _ => None,
+        let item = match old {
+            Some(item) => Some(item),
+            // An endpoint that does not return the old item: read it back, strongly consistent.
+            None => {
+                self.client
+                    .get_item()
+                    .table_name(&self.config.table)
+                    .key("pk", s(key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err(&self.what("get", key), e))?
+                    .item
+            }
         };
-        if let Some(item) = old {
-            return Ok(classify(Some(&item), payload_hash));
-        }
-        // An endpoint that does not return the old item: read it back, strongly consistent.
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.config.table)
-            .key("pk", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_err(&format!("get {key:?}"), e))?;
-        Ok(classify(got.item(), payload_hash))
+        Ok(classify(item.as_ref(), payload_hash, &attempt))
+    }
+
+    /// `<operation> <key> in table <table>`, for errors.
+    fn what(&self, op: &str, key: &str) -> String {
+        format!("{op} {key:?} in table {:?}", self.config.table)
     }
 
     async fn complete_inner(&self, key: &str) -> Result<(), StoreError> {
@@ -358,7 +412,7 @@ impl DynamoStore {
             {
                 Ok(())
             }
-            Err(e) => Err(sdk_err(&format!("complete {key:?}"), e)),
+            Err(e) => Err(sdk_err(&self.what("complete", key), e)),
         }
     }
 
@@ -382,7 +436,7 @@ impl DynamoStore {
             {
                 Ok(())
             }
-            Err(e) => Err(sdk_err(&format!("abort {key:?}"), e)),
+            Err(e) => Err(sdk_err(&self.what("abort", key), e)),
         }
     }
 }
@@ -399,9 +453,9 @@ fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreErr
 #[cfg(not(feature = "dynamodb-tls"))]
 fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreError> {
     Err(StoreError::Database(
-        "AWS's DynamoDB endpoint needs a build with TLS (feature `dynamodb-tls`; for the Lambda \
-         function `cargo lambda build --release -p fleetstream-dispatcher-lambda --features tls`); \
-         this build speaks plain HTTP to an http:// endpoint such as scripts/dynamodb"
+        "AWS's DynamoDB endpoint needs a build with TLS (feature `dynamodb-tls`: \
+         `cargo build --release -p fleetstream --features tls`; the Lambda function always has \
+         it); this build speaks plain HTTP to an http:// endpoint such as scripts/dynamodb"
             .into(),
     ))
 }
@@ -458,11 +512,16 @@ impl IdempotencyStore for DynamoStore {
 
     fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
+            // Every key is tried: one that is left in progress blocks its redeliveries until
+            // the marker expires.
             let calls: Vec<_> = keys.iter().map(|k| self.complete_inner(k)).collect();
-            stream::iter(calls)
+            let results: Vec<Result<(), StoreError>> = stream::iter(calls)
                 .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await
+                .collect()
+                .await;
+            results
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
                 .map(|_| ())
         }
         .boxed()
@@ -499,14 +558,18 @@ mod tests {
 
     #[test]
     fn an_existing_item_classifies_a_begin_that_did_not_acquire() {
-        assert_eq!(classify(Some(&item(7, DONE)), 7), Begin::Duplicate);
-        assert_eq!(classify(Some(&item(7, IN_PROGRESS)), 7), Begin::InProgress);
-        assert_eq!(classify(Some(&item(7, DONE)), 8), Begin::Conflict);
-        assert_eq!(classify(Some(&item(7, IN_PROGRESS)), 8), Begin::Conflict);
-        assert_eq!(
-            classify(Some(&item(u64::MAX, DONE)), u64::MAX),
-            Begin::Duplicate
-        );
-        assert_eq!(classify(None, 7), Begin::InProgress);
+        let c = |item: Option<&HashMap<String, AttributeValue>>, hash| classify(item, hash, "mine");
+        assert_eq!(c(Some(&item(7, DONE)), 7), Begin::Duplicate);
+        assert_eq!(c(Some(&item(7, IN_PROGRESS)), 7), Begin::InProgress);
+        assert_eq!(c(Some(&item(7, DONE)), 8), Begin::Conflict);
+        assert_eq!(c(Some(&item(7, IN_PROGRESS)), 8), Begin::Conflict);
+        assert_eq!(c(Some(&item(u64::MAX, DONE)), u64::MAX), Begin::Duplicate);
+        assert_eq!(c(None, 7), Begin::InProgress);
+        // The SDK's retry of this very put met the item its first attempt wrote.
+        let mut retried = item(7, IN_PROGRESS);
+        retried.insert("attempt".to_owned(), s("mine"));
+        assert_eq!(c(Some(&retried), 7), Begin::Acquired);
+        retried.insert("attempt".to_owned(), s("someone else's"));
+        assert_eq!(c(Some(&retried), 7), Begin::InProgress);
     }
 }

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     pub retention: Duration,
     /// Keep idempotency keys in PostgreSQL instead of the state dir, so several servers (or
     /// Lambda instances) deduplicate against each other, e.g.
-    /// postgresql://fleetstream@127.0.0.1:55432/fleetstream. Prefer the environment variable
+    /// postgresql://fleetstream@127.0.0.1:15432/fleetstream. Prefer the environment variable
     /// when the URL holds a password.
     #[arg(long, env = "FLEETSTREAM_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,

@@ -24,42 +24,7 @@ impl LambdaInvoke {
     /// build with the `lambda-tls` feature (`fleetstream` `--features tls`); the default build
     /// speaks plain HTTP to an emulator or `fleetstream dispatch serve`.
     pub async fn new(function: &str, endpoint: Option<&str>) -> Result<Self, String> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        match endpoint {
-            Some(e) if e.starts_with("http://") => {
-                loader = loader
-                    .endpoint_url(e)
-                    .http_client(aws_smithy_http_client::Builder::new().build_http());
-            }
-            Some(e) if e.starts_with("https://") => {
-                loader = loader.endpoint_url(e).http_client(https_client()?);
-            }
-            Some(e) => {
-                return Err(format!(
-                    "--lambda-endpoint {e:?} must be an http:// or https:// URL"
-                ))
-            }
-            None => loader = loader.http_client(https_client()?),
-        }
-        let local = endpoint.is_some_and(|e| e.starts_with("http://"));
-        if local
-            && std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            // A local emulator ignores the region; AWS itself needs AWS_REGION.
-            loader = loader.region(aws_config::Region::new("us-east-1"));
-        }
-        if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            // Emulators accept any signature; real endpoints need real credentials.
-            loader = loader.credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                "fleetstream-local",
-                "fleetstream-local",
-                None,
-                None,
-                "fleetstream-local-endpoint",
-            ));
-        }
-        let config = loader.load().await;
+        let config = fleetstream_aws::sdk_config(endpoint, "--lambda-endpoint").await?;
         Ok(LambdaInvoke {
             client: aws_sdk_lambda::Client::new(&config),
             function: function.to_string(),
@@ -104,20 +69,4 @@ impl Transport for LambdaInvoke {
     fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
         Box::pin(async move { self.call(&records).await })
     }
-}
-
-/// The SDK's HTTPS client (rustls with ring), in builds with the `lambda-tls` feature.
-#[cfg(feature = "lambda-tls")]
-fn https_client() -> Result<aws_sdk_lambda::config::SharedHttpClient, String> {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https())
-}
-
-#[cfg(not(feature = "lambda-tls"))]
-fn https_client() -> Result<aws_sdk_lambda::config::SharedHttpClient, String> {
-    Err("AWS's HTTPS endpoint needs a build with TLS (`cargo build --release -p fleetstream --features tls`); \
-         this build speaks plain HTTP to an http:// --lambda-endpoint (an emulator or `fleetstream dispatch serve`)"
-        .into())
 }

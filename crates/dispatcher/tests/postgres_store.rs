@@ -1,15 +1,14 @@
 //! The PostgreSQL idempotency store against a real PostgreSQL, as several dispatcher instances
-//! would share it. Skipped (with a printed reason) unless FLEETSTREAM_TEST_POSTGRES holds a URL:
+//! would share it: the checks every store passes (`idempotency::conformance`), plus PostgreSQL's
+//! own. Skipped (with a printed reason) unless FLEETSTREAM_TEST_POSTGRES holds a URL:
 //!   scripts/postgres start
 //!   FLEETSTREAM_TEST_POSTGRES=$(scripts/postgres url) cargo test -p fleetstream-dispatcher --features postgres --test postgres_store
 //!   scripts/postgres stop
 #![cfg(feature = "postgres")]
 
 use fleetstream_dispatcher::idempotency::{
-    Begin, IdempotencyStore, PostgresStore, PostgresStoreConfig,
+    conformance, IdempotencyStore, PostgresStore, PostgresStoreConfig,
 };
-use fleetstream_dispatcher::targets::MemoryTarget;
-use fleetstream_dispatcher::{BatchRecord, Dispatcher, Outcome, RoutingTable};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,78 +42,31 @@ fn config(url: &str) -> PostgresStoreConfig {
     c
 }
 
+async fn store(c: &PostgresStoreConfig) -> Arc<PostgresStore> {
+    Arc::new(PostgresStore::connect(c.clone()).await.unwrap())
+}
+
 #[tokio::test]
 async fn follows_the_store_protocol() {
     let Some(url) = url() else { return };
-    let store = PostgresStore::connect(config(&url)).await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Acquired);
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::InProgress);
-    assert_eq!(store.begin("a", 2).await.unwrap(), Begin::Conflict);
-    store.abort("a").await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Acquired);
-    store.complete("a").await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Duplicate);
-    assert_eq!(store.begin("a", 9).await.unwrap(), Begin::Conflict);
-    store.abort("a").await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Duplicate);
-    // Hashes use all 64 bits.
-    assert_eq!(store.begin("b", u64::MAX).await.unwrap(), Begin::Acquired);
-    store.complete("b").await.unwrap();
-    assert_eq!(store.begin("b", u64::MAX).await.unwrap(), Begin::Duplicate);
+    conformance::protocol(&*store(&config(&url)).await).await;
 }
 
 #[tokio::test]
 async fn batch_forms_follow_the_store_protocol() {
     let Some(url) = url() else { return };
-    let store = PostgresStore::connect(config(&url)).await.unwrap();
-    let keys = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
-        list.iter().map(|(k, h)| ((*k).to_owned(), *h)).collect()
-    };
-    let strings = |list: &[&str]| -> Vec<String> { list.iter().map(|k| (*k).to_owned()).collect() };
-    let first = keys(&[("x", 1), ("y", 2), ("z", 3)]);
-    assert_eq!(
-        store.begin_many(&first).await.unwrap(),
-        vec![Begin::Acquired; 3]
-    );
-    store.complete_many(&strings(&["x", "y"])).await.unwrap();
-    store.abort_many(&strings(&["z"])).await.unwrap();
-    let again = keys(&[("x", 1), ("y", 9), ("z", 3), ("w", 4)]);
-    assert_eq!(
-        store.begin_many(&again).await.unwrap(),
-        vec![
-            Begin::Duplicate,
-            Begin::Conflict,
-            Begin::Acquired,
-            Begin::Acquired
-        ]
-    );
-    assert_eq!(
-        store
-            .begin_many(&keys(&[("z", 3), ("w", 5)]))
-            .await
-            .unwrap(),
-        vec![Begin::InProgress, Begin::Conflict]
-    );
-    assert_eq!(store.begin("y", 2).await.unwrap(), Begin::Duplicate);
-    assert!(store
-        .begin_many(&keys(&[("d", 1), ("d", 1)]))
-        .await
-        .is_err());
+    let store = store(&config(&url)).await;
+    conformance::protocol_many(&*store).await;
+    // One statement per batch: a key twice in it is refused, not half-applied.
+    let twice = vec![("d".to_owned(), 1), ("d".to_owned(), 1)];
+    assert!(store.begin_many(&twice).await.is_err());
 }
 
 #[tokio::test]
 async fn remembers_across_reconnects_and_instances() {
     let Some(url) = url() else { return };
     let c = config(&url);
-    let first = PostgresStore::connect(c.clone()).await.unwrap();
-    assert_eq!(first.begin("k", 7).await.unwrap(), Begin::Acquired);
-    first.complete("k").await.unwrap();
-    assert_eq!(first.begin("busy", 7).await.unwrap(), Begin::Acquired);
-    let second = PostgresStore::connect(c).await.unwrap();
-    assert_eq!(second.begin("k", 7).await.unwrap(), Begin::Duplicate);
-    assert_eq!(second.begin("k", 8).await.unwrap(), Begin::Conflict);
-    // Another instance's live marker blocks this one.
-    assert_eq!(second.begin("busy", 7).await.unwrap(), Begin::InProgress);
+    conformance::shared(&*store(&c).await, &*store(&c).await).await;
 }
 
 #[tokio::test]
@@ -123,109 +75,23 @@ async fn expired_markers_are_taken_over_and_retention_forgets() {
     let mut c = config(&url);
     c.in_progress_ttl = Duration::ZERO;
     c.retention = Duration::ZERO;
-    let store = PostgresStore::connect(c).await.unwrap();
-    assert_eq!(store.begin("k", 1).await.unwrap(), Begin::Acquired);
+    let store = store(&c).await;
+    conformance::expiry(&*store).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    // The holder died: its marker expired, a redelivery takes over.
-    assert_eq!(store.begin("k", 1).await.unwrap(), Begin::Acquired);
-    store.complete("k").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    // Older than retention: treated as absent, then purged.
+    // The completed key is older than retention: purged.
     assert_eq!(store.purge().await.unwrap(), 1);
-    assert_eq!(store.begin("k", 1).await.unwrap(), Begin::Acquired);
 }
 
 #[tokio::test]
 async fn concurrent_begins_from_two_instances_acquire_each_key_once() {
     let Some(url) = url() else { return };
     let c = config(&url);
-    let stores = [
-        Arc::new(PostgresStore::connect(c.clone()).await.unwrap()),
-        Arc::new(PostgresStore::connect(c).await.unwrap()),
-    ];
-    let mut tasks = Vec::new();
-    for round in 0..4 {
-        for store in &stores {
-            let store = Arc::clone(store);
-            tasks.push(tokio::spawn(async move {
-                let mut acquired = Vec::new();
-                for k in 0..50 {
-                    let key = format!("key-{}", (k + round * 13) % 50);
-                    if store.begin(&key, 1).await.unwrap() == Begin::Acquired {
-                        acquired.push(key);
-                    }
-                }
-                acquired
-            }));
-        }
-    }
-    let mut all: Vec<String> = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let before = all.len();
-    all.dedup();
-    assert_eq!(before, all.len(), "a key was acquired twice");
-    assert_eq!(all.len(), 50);
-}
-
-fn record(i: i64) -> BatchRecord {
-    BatchRecord {
-        topic: "mt-c400".into(),
-        partition: 0,
-        offset: i,
-        timestamp_ms: 1_700_000_000_000,
-        key: None,
-        value: format!(
-            r#"{{"truck_id":"TRK-{i:06}","codigo":300,"ts":1700000000000,"lat":-23.5,"lon":-46.6,"speed_kmh":60.0,"heading":90,"seq":{i},"fuel_pct":50.0,"engine_temp_c":85.0,"odometer_km":1000.0,"driver_id":"DRV-1"}}"#
-        )
-        .into_bytes(),
-        headers: vec![("fs-message-id".into(), format!("m-{i}").into_bytes())],
-    }
+    conformance::concurrent_begins([store(&c).await, store(&c).await]).await;
 }
 
 #[tokio::test]
 async fn two_dispatchers_delivering_one_batch_have_one_effect_per_record() {
     let Some(url) = url() else { return };
     let c = config(&url);
-    let sink = Arc::new(MemoryTarget::new("sink"));
-    let routes = "default = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n";
-    let mut dispatchers = Vec::new();
-    for _ in 0..2 {
-        let table = RoutingTable::from_toml_str(routes, "/nonexistent").unwrap();
-        let store = Arc::new(PostgresStore::connect(c.clone()).await.unwrap());
-        let d = Dispatcher::new(table, store)
-            .unwrap()
-            .with_target(Arc::clone(&sink) as _);
-        dispatchers.push(Arc::new(d));
-    }
-    let batch: Vec<BatchRecord> = (0..40).map(record).collect();
-    // Two instances get the same batch at once (a rebalance, a Lambda retry racing the first).
-    let runs: Vec<_> = dispatchers
-        .iter()
-        .map(|d| {
-            let (d, batch) = (Arc::clone(d), batch.clone());
-            tokio::spawn(async move { d.dispatch(batch).await })
-        })
-        .collect();
-    for run in runs {
-        let response = run.await.unwrap();
-        for r in &response.results {
-            assert!(
-                matches!(&r.outcome, Outcome::Dispatched | Outcome::Duplicate)
-                    || matches!(&r.outcome, Outcome::Failed { reason, retriable: true } if reason == "in_progress"),
-                "{r:?}"
-            );
-        }
-    }
-    // Redeliveries settle whatever was in progress; nothing runs twice.
-    for d in &dispatchers {
-        let again = d.dispatch(batch.clone()).await;
-        assert!(again.is_complete(), "{:?}", again.summary);
-    }
-    assert_eq!(sink.total(), 40);
-    for i in 0..40 {
-        assert_eq!(sink.effects(&format!("m-{i}")), 1, "m-{i}");
-    }
+    conformance::one_effect_per_record(vec![store(&c).await, store(&c).await]).await;
 }

@@ -198,45 +198,10 @@ impl DynamoStore {
                 "DynamoDB table name is empty".to_owned(),
             ));
         }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        let local = config
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"));
-        match config.endpoint.as_deref() {
-            Some(e) if local => {
-                loader = loader
-                    .endpoint_url(e)
-                    .http_client(aws_smithy_http_client::Builder::new().build_http());
-            }
-            Some(e) if e.starts_with("https://") => {
-                loader = loader.endpoint_url(e).http_client(https_client()?);
-            }
-            Some(e) => {
-                return Err(StoreError::Database(format!(
-                    "DynamoDB endpoint {e:?} must be an http:// or https:// URL"
-                )))
-            }
-            None => loader = loader.http_client(https_client()?),
-        }
-        if local
-            && std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            // A local emulator ignores the region; AWS itself needs AWS_REGION.
-            loader = loader.region(aws_config::Region::new("us-east-1"));
-        }
-        if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            // Emulators accept any signature; real endpoints need real credentials.
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "fleetstream-local",
-                "fleetstream-local",
-                None,
-                None,
-                "fleetstream-local-endpoint",
-            ));
-        }
-        Ok(Client::new(&loader.load().await))
+        let sdk = fleetstream_aws::sdk_config(config.endpoint.as_deref(), "DynamoDB endpoint")
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(Client::new(&sdk))
     }
 
     /// Creates the table (on-demand billing, key `pk`, Time to Live on `ttl`) unless it exists,
@@ -439,25 +404,21 @@ impl DynamoStore {
             Err(e) => Err(sdk_err(&self.what("abort", key), e)),
         }
     }
-}
 
-/// The SDK's HTTPS client (rustls with ring), in builds with the `dynamodb-tls` feature.
-#[cfg(feature = "dynamodb-tls")]
-fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreError> {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https())
-}
-
-#[cfg(not(feature = "dynamodb-tls"))]
-fn https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StoreError> {
-    Err(StoreError::Database(
-        "AWS's DynamoDB endpoint needs a build with TLS (feature `dynamodb-tls`: \
-         `cargo build --release -p fleetstream --features tls`; the Lambda function always has \
-         it); this build speaks plain HTTP to an http:// endpoint such as scripts/dynamodb"
-            .into(),
-    ))
+    /// Runs `op` on every key, [`CONCURRENCY`] at a time, and returns the first error after all
+    /// have run: a key left in progress would block its redeliveries until its marker expires.
+    async fn each<'a, F, Fut>(&'a self, keys: &'a [String], op: F) -> Result<(), StoreError>
+    where
+        F: Fn(&'a Self, &'a str) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let calls: Vec<_> = keys.iter().map(|k| op(self, k)).collect();
+        let results: Vec<Result<(), StoreError>> = stream::iter(calls)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
 }
 
 impl IdempotencyStore for DynamoStore {
@@ -511,36 +472,11 @@ impl IdempotencyStore for DynamoStore {
     }
 
     fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            // Every key is tried: one that is left in progress blocks its redeliveries until
-            // the marker expires.
-            let calls: Vec<_> = keys.iter().map(|k| self.complete_inner(k)).collect();
-            let results: Vec<Result<(), StoreError>> = stream::iter(calls)
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            results
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map(|_| ())
-        }
-        .boxed()
+        self.each(keys, Self::complete_inner).boxed()
     }
 
     fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            // Every key is tried (a release must not stop at the first failure).
-            let calls: Vec<_> = keys.iter().map(|k| self.abort_inner(k)).collect();
-            let results: Vec<Result<(), StoreError>> = stream::iter(calls)
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            results
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map(|_| ())
-        }
-        .boxed()
+        self.each(keys, Self::abort_inner).boxed()
     }
 }
 

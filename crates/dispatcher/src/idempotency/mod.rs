@@ -16,6 +16,9 @@
 //! restarts, single-process) and, shared by several dispatcher instances (e.g. concurrent Lambda
 //! instances), `PostgresStore` (feature `postgres`) and `DynamoStore` (feature `dynamodb`).
 
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
 mod file;
@@ -110,31 +113,28 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// [`Self::complete`] for many keys; tries every key, returns the first error.
     fn complete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let mut first = Ok(());
-            for key in keys {
-                if let Err(e) = self.complete(key).await {
-                    first = first.and(Err(e));
-                }
-            }
-            first
-        }
-        .boxed()
+        in_turn(keys, |k| self.complete(k)).boxed()
     }
 
     /// [`Self::abort`] for many keys; tries every key, returns the first error.
     fn abort_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let mut first = Ok(());
-            for key in keys {
-                if let Err(e) = self.abort(key).await {
-                    first = first.and(Err(e));
-                }
-            }
-            first
-        }
-        .boxed()
+        in_turn(keys, |k| self.abort(k)).boxed()
     }
+}
+
+/// Runs `op` on every key in turn and returns the first error once all have run: a release or
+/// completion must not stop at one failed key.
+async fn in_turn<'a, F>(keys: &'a [String], op: F) -> Result<(), StoreError>
+where
+    F: Fn(&'a str) -> BoxFuture<'a, Result<(), StoreError>>,
+{
+    let mut first = Ok(());
+    for key in keys {
+        if let Err(e) = op(key).await {
+            first = first.and(Err(e));
+        }
+    }
+    first
 }
 
 /// Stable 64-bit FNV-1a hash of a payload. Stable across builds and Rust versions (unlike

@@ -1,55 +1,8 @@
+use super::conformance::{protocol, protocol_many};
 use super::*;
 use futures::future::BoxFuture;
 use std::io::Write;
-
-async fn protocol(store: &dyn IdempotencyStore) {
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Acquired);
-    // A second delivery while the first runs must not execute.
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::InProgress);
-    assert_eq!(store.begin("a", 2).await.unwrap(), Begin::Conflict);
-    store.abort("a").await.unwrap();
-    // Released: a retry can run.
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Acquired);
-    store.complete("a").await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Duplicate);
-    assert_eq!(store.begin("a", 9).await.unwrap(), Begin::Conflict);
-    // Abort after completion does not forget the key.
-    store.abort("a").await.unwrap();
-    assert_eq!(store.begin("a", 1).await.unwrap(), Begin::Duplicate);
-}
-
-/// The batch forms agree with the single-key ones.
-pub(super) async fn protocol_many(store: &dyn IdempotencyStore) {
-    let keys = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
-        list.iter().map(|(k, h)| ((*k).to_owned(), *h)).collect()
-    };
-    let strings = |list: &[&str]| -> Vec<String> { list.iter().map(|k| (*k).to_owned()).collect() };
-    let first = keys(&[("x", 1), ("y", 2), ("z", 3)]);
-    assert_eq!(
-        store.begin_many(&first).await.unwrap(),
-        vec![Begin::Acquired; 3]
-    );
-    store.complete_many(&strings(&["x", "y"])).await.unwrap();
-    store.abort_many(&strings(&["z"])).await.unwrap();
-    let again = keys(&[("x", 1), ("y", 9), ("z", 3), ("w", 4)]);
-    assert_eq!(
-        store.begin_many(&again).await.unwrap(),
-        vec![
-            Begin::Duplicate,
-            Begin::Conflict,
-            Begin::Acquired,
-            Begin::Acquired
-        ]
-    );
-    assert_eq!(
-        store
-            .begin_many(&keys(&[("z", 3), ("w", 5)]))
-            .await
-            .unwrap(),
-        vec![Begin::InProgress, Begin::Conflict]
-    );
-    assert_eq!(store.begin("y", 2).await.unwrap(), Begin::Duplicate);
-}
+use std::sync::Arc;
 
 #[tokio::test]
 async fn memory_store_follows_the_protocol() {
@@ -167,4 +120,12 @@ fn file_store_config_parses_durations_and_rejects_unknown_keys() {
     assert!(c.fsync);
     let err = toml::from_str::<FileStoreConfig>("retension = \"1d\"").unwrap_err();
     assert!(err.to_string().contains("retension"), "{err}");
+}
+
+#[tokio::test]
+async fn memory_store_handles_share_one_state() {
+    let m: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::default());
+    super::conformance::concurrent_begins([Arc::clone(&m), Arc::clone(&m)]).await;
+    let m: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::default());
+    super::conformance::one_effect_per_record(vec![Arc::clone(&m), m]).await;
 }

@@ -82,6 +82,11 @@ pub struct ClusterArgs {
     /// SASL password (prefer the environment variable over the flag).
     #[arg(long, env = "FLEETSTREAM_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<String>,
+    /// CA certificates (PEM file) that TLS trusts, for brokers whose certificates a private CA
+    /// signed. Unset: the system store (enough for MSK, whose certificates chain to Amazon's
+    /// public CAs).
+    #[arg(long, env = "FLEETSTREAM_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<String>,
 }
 
 /// Which topology.

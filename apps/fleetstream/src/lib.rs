@@ -88,6 +88,65 @@ pub fn load_topology(args: &TopologyArgs) -> anyhow::Result<Topology> {
     Topology::from_toml_str(&text).with_context(|| format!("in {origin}"))
 }
 
+/// The connection settings for `--bootstrap`, checked: a SASL protocol needs a mechanism (and a
+/// user name and password for SCRAM and PLAIN), a mechanism needs a SASL protocol, and a CA file
+/// must exist. Each error names its flag and variable.
+pub fn connection_settings(
+    bootstrap: &str,
+    args: &ClusterArgs,
+) -> anyhow::Result<ConnectionSettings> {
+    let mut c = ConnectionSettings::plaintext(bootstrap);
+    c.security_protocol = match args.security_protocol.as_str() {
+        "plaintext" => SecurityProtocol::Plaintext,
+        "ssl" => SecurityProtocol::Ssl,
+        "sasl_plaintext" => SecurityProtocol::SaslPlaintext,
+        "sasl_ssl" => SecurityProtocol::SaslSsl,
+        other => bail!(ConfigError(format!(
+            "--security-protocol (FLEETSTREAM_SECURITY_PROTOCOL) {other:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"
+        ))),
+    };
+    let sasl = matches!(
+        c.security_protocol,
+        SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+    );
+    match (&args.sasl_mechanism, sasl) {
+        (None, true) => bail!(ConfigError(format!(
+            "--security-protocol {} needs --sasl-mechanism (FLEETSTREAM_SASL_MECHANISM), e.g. SCRAM-SHA-512",
+            args.security_protocol
+        ))),
+        (Some(m), false) => bail!(ConfigError(format!(
+            "--sasl-mechanism (FLEETSTREAM_SASL_MECHANISM) {m:?} needs --security-protocol sasl_ssl or sasl_plaintext, not {}",
+            args.security_protocol
+        ))),
+        (Some(m), true) => {
+            let password_based = m.starts_with("SCRAM-") || m == "PLAIN";
+            if password_based && args.sasl_username.as_deref().is_none_or(str::is_empty) {
+                bail!(ConfigError(format!(
+                    "--sasl-mechanism {m} needs --sasl-username (FLEETSTREAM_SASL_USERNAME)"
+                )));
+            }
+            if password_based && args.sasl_password.as_deref().is_none_or(str::is_empty) {
+                bail!(ConfigError(format!(
+                    "--sasl-mechanism {m} needs --sasl-password (FLEETSTREAM_SASL_PASSWORD)"
+                )));
+            }
+        }
+        (None, false) => {}
+    }
+    if let Some(ca) = &args.ssl_ca_location {
+        if !std::path::Path::new(ca).is_file() {
+            bail!(ConfigError(format!(
+                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) {ca:?} is not a readable file"
+            )));
+        }
+    }
+    c.sasl_mechanism = args.sasl_mechanism.clone();
+    c.sasl_username = args.sasl_username.clone();
+    c.sasl_password = args.sasl_password.clone().map(Secret::new);
+    c.ssl_ca_location = args.ssl_ca_location.clone();
+    Ok(c)
+}
+
 /// Connects to `--bootstrap`, or starts the embedded cluster; prints which on the first line.
 pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
     let handle = match &args.bootstrap {
@@ -97,20 +156,7 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
                     "--bootstrap (FLEETSTREAM_BOOTSTRAP) is empty".into()
                 ));
             }
-            let mut c = ConnectionSettings::plaintext(b.trim());
-            c.security_protocol = match args.security_protocol.as_str() {
-                "plaintext" => SecurityProtocol::Plaintext,
-                "ssl" => SecurityProtocol::Ssl,
-                "sasl_plaintext" => SecurityProtocol::SaslPlaintext,
-                "sasl_ssl" => SecurityProtocol::SaslSsl,
-                other => bail!(ConfigError(format!(
-                    "--security-protocol (FLEETSTREAM_SECURITY_PROTOCOL) {other:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"
-                ))),
-            };
-            c.sasl_mechanism = args.sasl_mechanism.clone();
-            c.sasl_username = args.sasl_username.clone();
-            c.sasl_password = args.sasl_password.clone().map(Secret::new);
-            ClusterHandle::external(c)
+            ClusterHandle::external(connection_settings(b.trim(), args)?)
         }
         None => {
             if args.embedded_brokers == 0 {
@@ -124,4 +170,58 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
     };
     println!("{}", handle.banner());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(protocol: &str, mechanism: Option<&str>) -> ClusterArgs {
+        ClusterArgs {
+            bootstrap: Some("b-1.example:9096".into()),
+            embedded_brokers: 3,
+            security_protocol: protocol.into(),
+            sasl_mechanism: mechanism.map(str::to_owned),
+            sasl_username: Some("fleetstream".into()),
+            sasl_password: Some("pw".into()),
+            ssl_ca_location: None,
+        }
+    }
+
+    fn refusal(a: &ClusterArgs) -> String {
+        connection_settings("b-1.example:9096", a)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn security_flags_become_the_connection_settings() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let mut a = args("sasl_ssl", Some("SCRAM-SHA-512"));
+        a.ssl_ca_location = Some(ca.path().display().to_string());
+        let c = connection_settings("b-1.example:9096", &a).unwrap();
+        assert_eq!(c.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(c.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(c.sasl_username.as_deref(), Some("fleetstream"));
+        assert_eq!(c.sasl_password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(c.ssl_ca_location, a.ssl_ca_location);
+        let plain = connection_settings("h:9092", &args("plaintext", None)).unwrap();
+        assert_eq!(plain.security_protocol, SecurityProtocol::Plaintext);
+    }
+
+    #[test]
+    fn inconsistent_security_flags_fail_naming_the_flag() {
+        assert!(refusal(&args("tls", None)).contains("--security-protocol"));
+        assert!(refusal(&args("sasl_ssl", None)).contains("--sasl-mechanism"));
+        assert!(refusal(&args("ssl", Some("SCRAM-SHA-512"))).contains("needs --security-protocol"));
+        let mut a = args("sasl_ssl", Some("SCRAM-SHA-512"));
+        a.sasl_password = None;
+        assert!(refusal(&a).contains("FLEETSTREAM_SASL_PASSWORD"));
+        a = args("sasl_ssl", Some("SCRAM-SHA-256"));
+        a.sasl_username = Some(String::new());
+        assert!(refusal(&a).contains("--sasl-username"));
+        a = args("ssl", None);
+        a.ssl_ca_location = Some("/nonexistent/ca.pem".into());
+        assert!(refusal(&a).contains("--ssl-ca-location"));
+    }
 }

@@ -17,6 +17,7 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
+            ssl_ca_location: None,
         },
         topology: TopologyArgs {
             topology: topology_file.display().to_string(),

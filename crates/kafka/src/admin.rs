@@ -2,10 +2,12 @@
 //! Nothing is ever deleted or altered here: drift is reported for a human to decide.
 
 use crate::cluster::ClusterHandle;
+use crate::context::ErrorCtx;
 use crate::error::KafkaError;
 use fleetstream_core::{TopicSpec, Topology};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 use std::time::Duration;
@@ -61,20 +63,48 @@ pub struct ApplyReport {
 pub struct Admin {
     cluster: ClusterHandle,
     client: AdminClient<DefaultClientContext>,
+    /// Metadata comes from a plain client whose events can be served: rust-rdkafka's
+    /// `AdminClient` never polls its main queue, so the errors that explain a timeout
+    /// (authentication, TLS) would stay unread there.
+    meta: BaseProducer<ErrorCtx>,
 }
 
 impl Admin {
     /// Connects an admin client.
     pub fn new(cluster: &ClusterHandle) -> Result<Self, KafkaError> {
-        let client = cluster
-            .connection()
-            .to_client_config()
+        let config = cluster.connection().to_client_config();
+        let client = config
             .create()
+            .map_err(|e| crate::error::client_error(&e))?;
+        let meta = config
+            .create_with_context(ErrorCtx::default())
             .map_err(|e| crate::error::client_error(&e))?;
         Ok(Admin {
             cluster: cluster.clone(),
             client,
+            meta,
         })
+    }
+
+    /// The cluster's metadata. On failure, the error says what the client reported meanwhile
+    /// (a refused SASL login, an untrusted certificate, no broker reachable).
+    fn metadata(&self) -> Result<rdkafka::metadata::Metadata, KafkaError> {
+        self.meta
+            .client()
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(|e| {
+                // Serve the error events queued while the request waited.
+                for _ in 0..64 {
+                    self.meta.poll(Duration::ZERO);
+                }
+                KafkaError::Admin(
+                    self.meta
+                        .client()
+                        .context()
+                        .errors
+                        .explain(format!("metadata: {e}")),
+                )
+            })
     }
 
     /// Whether the cluster is librdkafka's mock cluster: ours in this process, or one another
@@ -83,29 +113,20 @@ impl Admin {
     pub fn is_mock(&self) -> bool {
         self.cluster.is_embedded()
             || self
-                .client
-                .inner()
+                .meta
+                .client()
                 .fetch_cluster_id(TIMEOUT)
                 .is_some_and(|id| id.starts_with("mockCluster"))
     }
 
     /// Number of brokers in the cluster.
     pub fn broker_count(&self) -> Result<usize, KafkaError> {
-        let md = self
-            .client
-            .inner()
-            .fetch_metadata(None, TIMEOUT)
-            .map_err(|e| KafkaError::Admin(format!("metadata: {e}")))?;
-        Ok(md.brokers().len())
+        Ok(self.metadata()?.brokers().len())
     }
 
     /// Describes topics by name; missing topics are left out.
     pub async fn describe(&self, names: &[String]) -> Result<Vec<TopicState>, KafkaError> {
-        let md = self
-            .client
-            .inner()
-            .fetch_metadata(None, TIMEOUT)
-            .map_err(|e| KafkaError::Admin(format!("metadata: {e}")))?;
+        let md = self.metadata()?;
         let mut out = Vec::new();
         for name in names {
             let Some(t) = md

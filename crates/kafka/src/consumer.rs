@@ -3,6 +3,7 @@
 //! commits only stored offsets.
 
 use crate::config::ConsumerSettings;
+use crate::context::{ClientErrors, ErrorCtx};
 use crate::error::KafkaError;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -52,6 +53,8 @@ pub struct GroupStats {
     pub revoked: AtomicU64,
     /// Commits that failed.
     pub commit_failures: AtomicU64,
+    /// Client-level errors (authentication, TLS, brokers down).
+    pub errors: ClientErrors,
 }
 
 #[doc(hidden)]
@@ -59,7 +62,11 @@ pub struct GroupCtx {
     stats: Arc<GroupStats>,
 }
 
-impl ClientContext for GroupCtx {}
+impl ClientContext for GroupCtx {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.stats.errors.record(&error, reason);
+    }
+}
 
 impl ConsumerContext for GroupCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -257,6 +264,16 @@ fn tpl(partitions: &[(String, i32)]) -> TopicPartitionList {
     t
 }
 
+/// `failure`, with what the client reported meanwhile (served from its queue first).
+fn explain(consumer: &BaseConsumer<ErrorCtx>, failure: String) -> String {
+    for _ in 0..64 {
+        if consumer.poll(Duration::ZERO).is_none() {
+            break;
+        }
+    }
+    consumer.context().errors.explain(failure)
+}
+
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the start
 /// (no consumer group, nothing committed). For audits such as "which ids were dead-lettered".
 pub fn read_topic_to_end(
@@ -268,10 +285,12 @@ pub fn read_topic_to_end(
     cfg.set("group.id", "fleetstream-audit");
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(|e| crate::error::client_error(&e))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
+    let consumer: BaseConsumer<ErrorCtx> = cfg
+        .create_with_context(ErrorCtx::default())
+        .map_err(|e| crate::error::client_error(&e))?;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        KafkaError::Consume(explain(&consumer, format!("metadata for {topic}: {e}")))
+    })?;
     let partitions: Vec<i32> = md
         .topics()
         .iter()
@@ -364,13 +383,15 @@ pub fn group_lag(
     let mut cfg = connection.to_client_config();
     cfg.set("group.id", group);
     cfg.set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(|e| crate::error::client_error(&e))?;
+    let consumer: BaseConsumer<ErrorCtx> = cfg
+        .create_with_context(ErrorCtx::default())
+        .map_err(|e| crate::error::client_error(&e))?;
     let mut tpl = TopicPartitionList::new();
     let mut watermarks = Vec::new();
     for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| KafkaError::Consume(format!("metadata for {topic}: {e}")))?;
+        let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+            KafkaError::Consume(explain(&consumer, format!("metadata for {topic}: {e}")))
+        })?;
         for p in md
             .topics()
             .iter()

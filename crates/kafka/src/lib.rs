@@ -19,6 +19,7 @@ mod admin;
 mod cluster;
 pub mod config;
 mod consumer;
+mod context;
 mod embedded;
 mod error;
 pub mod headers;
@@ -30,6 +31,7 @@ pub use config::{ConnectionSettings, ConsumerSettings, ProducerSettings, Secret}
 pub use consumer::{
     group_lag, read_topic_to_end, ConsumedRecord, GroupConsumer, GroupStats, PartitionLag,
 };
+pub use context::ClientErrors;
 pub use embedded::EmbeddedCluster;
 pub use error::KafkaError;
 pub use producer::{

@@ -4,6 +4,7 @@
 //! configured partitioner decides.
 
 use crate::config::ProducerSettings;
+use crate::context::ClientErrors;
 use crate::error::{delivery_error_class, produce_error, KafkaError};
 use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -58,9 +59,14 @@ pub struct ClientStats {
 pub struct Ctx<H> {
     handler: Arc<H>,
     stats: Arc<ClientStats>,
+    errors: Arc<ClientErrors>,
 }
 
 impl<H: DeliveryHandler> ClientContext for Ctx<H> {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.errors.record(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.stats
             .queue_messages
@@ -123,6 +129,7 @@ enum Inner<H: DeliveryHandler> {
 pub struct KafkaProducer<H: DeliveryHandler> {
     inner: Inner<H>,
     stats: Arc<ClientStats>,
+    errors: Arc<ClientErrors>,
     created: Instant,
 }
 
@@ -161,15 +168,18 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
         make: impl FnOnce(rdkafka::ClientConfig, Ctx<H>) -> Result<Inner<H>, rdkafka::error::KafkaError>,
     ) -> Result<Self, KafkaError> {
         let stats = Arc::new(ClientStats::default());
+        let errors = Arc::new(ClientErrors::default());
         let ctx = Ctx {
             handler,
             stats: stats.clone(),
+            errors: errors.clone(),
         };
         let inner =
             make(settings.to_client_config(), ctx).map_err(|e| crate::error::client_error(&e))?;
         Ok(KafkaProducer {
             inner,
             stats,
+            errors,
             created: Instant::now(),
         })
     }
@@ -295,9 +305,9 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
             }
             let now = Instant::now();
             if now >= end {
-                return Err(KafkaError::Timeout(format!(
+                return Err(KafkaError::Timeout(self.errors.explain(format!(
                     "flush: {left} records (or client events) still unreported after {timeout:?}"
-                )));
+                ))));
             }
             std::thread::sleep((end - now).min(POLL_SLICE));
         }
@@ -321,5 +331,11 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
     /// Client statistics.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// Client-level errors (authentication, TLS, brokers down) librdkafka reported while this
+    /// producer was polled.
+    pub fn errors(&self) -> &ClientErrors {
+        &self.errors
     }
 }

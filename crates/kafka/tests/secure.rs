@@ -1,0 +1,161 @@
+//! TLS and SASL against the real broker's SASL_SSL listener, as on MSK's port 9096: a broker
+//! certificate from a test CA, SCRAM-SHA-512. scripts/kafka starts that listener next to the
+//! plaintext one. Needs the `tls` feature (librdkafka with OpenSSL) and the listener's settings,
+//! and is skipped with a printed reason without them:
+//!
+//!   scripts/kafka start
+//!   eval "$(scripts/kafka secure-env)"
+//!   cargo test -p fleetstream-kafka --features tls --test secure
+#![cfg(feature = "tls")]
+
+use fleetstream_core::Topology;
+use fleetstream_kafka::config::SecurityProtocol;
+use fleetstream_kafka::{
+    read_topic_to_end, Admin, ClusterHandle, ConnectionSettings, DeliveryHandler, DeliveryReport,
+    KafkaProducer, OutRecord, ProducerSettings, Secret,
+};
+use fleetstream_testkit::unique;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Listener {
+    bootstrap: String,
+    ca: String,
+    user: String,
+    password: String,
+}
+
+fn listener() -> Option<Listener> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (
+        var("FLEETSTREAM_TEST_SECURE_BOOTSTRAP"),
+        var("FLEETSTREAM_TEST_CA"),
+        var("FLEETSTREAM_TEST_SCRAM_USER"),
+        var("FLEETSTREAM_TEST_SCRAM_PASSWORD"),
+    ) {
+        (Some(bootstrap), Some(ca), Some(user), Some(password)) => Some(Listener {
+            bootstrap,
+            ca,
+            user,
+            password,
+        }),
+        _ => {
+            eprintln!(
+                "skipped: the SASL_SSL listener's settings are unset (scripts/kafka start, then eval \"$(scripts/kafka secure-env)\")"
+            );
+            None
+        }
+    }
+}
+
+/// SASL_SSL with SCRAM-SHA-512, as `--security-protocol sasl_ssl --sasl-mechanism
+/// SCRAM-SHA-512` sets it.
+fn scram(l: &Listener, password: &str, ca: Option<&str>) -> ConnectionSettings {
+    let mut c = ConnectionSettings::plaintext(&l.bootstrap);
+    c.security_protocol = SecurityProtocol::SaslSsl;
+    c.sasl_mechanism = Some("SCRAM-SHA-512".into());
+    c.sasl_username = Some(l.user.clone());
+    c.sasl_password = Some(Secret::new(password));
+    c.ssl_ca_location = ca.map(str::to_owned);
+    c
+}
+
+#[derive(Default)]
+struct Acks(Mutex<Vec<Result<(), String>>>);
+
+impl DeliveryHandler for Acks {
+    type Token = ();
+    fn delivered(&self, _: (), report: DeliveryReport<'_>) {
+        let r = report.result.map_err(|e| e.message);
+        self.0.lock().unwrap().push(r);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scram_over_tls_creates_a_topic_produces_and_reads_back() {
+    let Some(l) = listener() else { return };
+    let connection = scram(&l, &l.password, Some(&l.ca));
+    let cluster = ClusterHandle::external(connection.clone());
+    let topic = unique("secure");
+    let topology = Topology::from_toml_str(&format!(
+        r#"name = "secure"
+[cluster]
+replication_factor = 1
+min_insync_replicas = 1
+single_broker = {{ replication_factor = 1, min_insync_replicas = 1 }}
+[consumer]
+group = "{topic}"
+[[topics]]
+name = "{topic}"
+partitions = 3
+[routing]
+default_topic = "{topic}"
+"#
+    ))
+    .unwrap();
+    let report = Admin::new(&cluster)
+        .unwrap()
+        .apply(&topology)
+        .await
+        .unwrap();
+    assert_eq!(report.created, vec![topic.clone()]);
+
+    let acks = Arc::new(Acks::default());
+    let producer =
+        KafkaProducer::new_polled(&ProducerSettings::new(connection.clone()), acks.clone())
+            .unwrap();
+    for i in 0..100 {
+        let id = format!("id-{i}");
+        let payload = format!(r#"{{"codigo":300,"truck_id":"T{i}"}}"#);
+        let record = OutRecord {
+            topic: &topic,
+            key: Some(id.as_bytes()),
+            payload: payload.as_bytes(),
+            headers: &[("fs-message-id", id.as_bytes())],
+            timestamp_ms: None,
+        };
+        producer.send(record, ()).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let acks = acks.0.lock().unwrap().clone();
+    assert_eq!(acks.len(), 100);
+    assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+
+    let records = read_topic_to_end(&connection, &topic, Duration::from_secs(30)).unwrap();
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.header("fs-message-id").unwrap().to_vec()).unwrap())
+        .collect();
+    ids.sort();
+    let mut wanted: Vec<String> = (0..100).map(|i| format!("id-{i}")).collect();
+    wanted.sort();
+    assert_eq!(ids, wanted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_fails_naming_the_authentication() {
+    let Some(l) = listener() else { return };
+    let cluster = ClusterHandle::external(scram(&l, "not-the-password", Some(&l.ca)));
+    let err = Admin::new(&cluster)
+        .unwrap()
+        .broker_count()
+        .unwrap_err()
+        .to_string();
+    eprintln!("what a user sees: {err}");
+    assert!(err.contains("Authentication failed"), "{err}");
+    assert!(err.contains("SCRAM-SHA-512"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_an_untrusted_ca_fails_naming_the_verification() {
+    let Some(l) = listener() else { return };
+    // No CA: the system store, which does not hold the test CA.
+    let cluster = ClusterHandle::external(scram(&l, &l.password, None));
+    let err = Admin::new(&cluster)
+        .unwrap()
+        .broker_count()
+        .unwrap_err()
+        .to_string();
+    eprintln!("what a user sees: {err}");
+    assert!(err.contains("certificate verify failed"), "{err}");
+}

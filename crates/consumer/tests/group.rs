@@ -8,7 +8,7 @@ use fleetstream_core::{MessageId, Topology};
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
 use fleetstream_kafka::{ClusterHandle, ConsumerSettings, ProducerSettings};
-use fleetstream_testkit::{cluster, produce_telemetry, unique_topology, wait_until};
+use fleetstream_testkit::{apply_unique, cluster, produce_telemetry, wait_until};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,13 +28,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let cluster = cluster();
-    let (_, text) = unique_topology(DOMAIN);
-    let topology = Topology::from_toml_str(&text).unwrap();
-    fleetstream_kafka::Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let (_, topology) = apply_unique(&cluster, DOMAIN).await;
     let table = RoutingTable::from_toml_str(ROUTES, "/nonexistent").unwrap();
     let dispatcher = Arc::new(Dispatcher::new(table, Arc::new(MemoryStore::default())).unwrap());
     let (group, topics) = topology.groups().into_iter().next().unwrap();

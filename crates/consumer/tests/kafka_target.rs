@@ -3,11 +3,10 @@
 //! Embedded cluster by default, a real broker with FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream_consumer::KafkaTarget;
-use fleetstream_core::Topology;
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable, MESSAGE_ID_HEADER};
-use fleetstream_kafka::{read_topic_to_end, Admin, ProducerSettings};
-use fleetstream_testkit::{cluster, unique_topology};
+use fleetstream_kafka::{read_topic_to_end, ProducerSettings};
+use fleetstream_testkit::{apply_unique, cluster};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,13 +45,7 @@ fn batch() -> Vec<BatchRecord> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_target_produces_each_record_once_with_key_value_and_id() {
     let cluster = cluster();
-    let (_, text) = unique_topology(DOMAIN);
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let (_, topology) = apply_unique(&cluster, DOMAIN).await;
     let conn = cluster.connection().clone();
     let topic = topology.source_topics().next().unwrap().name.clone();
 

@@ -2,15 +2,15 @@
 //! FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream_consumer::{InProcess, Transport, Worker, WorkerConfig, WorkerMetrics};
-use fleetstream_core::{MessageId, Topology};
+use fleetstream_core::MessageId;
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{
-    group_lag, headers, read_topic_to_end, Admin, ConsumerSettings, DeliveryHandler,
-    DeliveryReport, KafkaProducer, OutRecord, ProducerSettings,
+    group_lag, headers, read_topic_to_end, ConsumerSettings, DeliveryHandler, DeliveryReport,
+    KafkaProducer, OutRecord, ProducerSettings,
 };
 use fleetstream_producer::{Generator, GeneratorConfig};
-use fleetstream_testkit::{cluster, unique_topology, wait_until};
+use fleetstream_testkit::{apply_unique, cluster, wait_until};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,13 +39,7 @@ impl DeliveryHandler for Acks {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_is_dead_lettered_while_the_partition_keeps_flowing() {
     let cluster = cluster();
-    let (prefix, text) = unique_topology(DOMAIN);
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let (prefix, topology) = apply_unique(&cluster, DOMAIN).await;
     let topic = format!("{prefix}-mt-c300");
     let conn = cluster.connection().clone();
 

@@ -5,7 +5,9 @@ use fleetstream_core::{crc32_partition, murmur2_partition, Partitioner, Topology
 use fleetstream_kafka::{
     Admin, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord, ProducerSettings,
 };
-use fleetstream_testkit::{cluster, unique, unique_topology, wait_until};
+use fleetstream_testkit::{
+    apply, apply_unique, cluster, one_topic_topology, unique, unique_topology, wait_until,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,27 +106,8 @@ impl DeliveryHandler for Placements {
 async fn broker_placement_matches_the_predicted_partition() {
     let cluster = cluster();
     let topic = unique("placement");
-    let topology = Topology::from_toml_str(&format!(
-        r#"name = "placement"
-[cluster]
-replication_factor = 1
-min_insync_replicas = 1
-single_broker = {{ replication_factor = 1, min_insync_replicas = 1 }}
-[consumer]
-group = "{topic}"
-[[topics]]
-name = "{topic}"
-partitions = 12
-[routing]
-default_topic = "{topic}"
-"#
-    ))
-    .unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let topology = one_topic_topology(&topic, 12);
+    apply(&cluster, &topology).await;
 
     for partitioner in [Partitioner::Murmur2Random, Partitioner::ConsistentRandom] {
         let handler = Arc::new(Placements::default());
@@ -263,13 +246,7 @@ fn a_flush_that_cannot_finish_names_what_is_left() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flush_returns_with_every_record_reported() {
     let cluster = cluster();
-    let (_, text) = unique_topology(DOMAIN);
-    let topology = Topology::from_toml_str(&text).unwrap();
-    Admin::new(&cluster)
-        .unwrap()
-        .apply(&topology)
-        .await
-        .unwrap();
+    let (_, topology) = apply_unique(&cluster, DOMAIN).await;
     let topic = topology.topics()[0].name.clone();
     let handler = Arc::new(Placements::default());
     let producer = KafkaProducer::new_polled(

@@ -8,13 +8,12 @@
 //!   cargo test -p fleetstream-kafka --features tls --test secure
 #![cfg(feature = "tls")]
 
-use fleetstream_core::Topology;
 use fleetstream_kafka::config::SecurityProtocol;
 use fleetstream_kafka::{
     read_topic_to_end, Admin, ClusterHandle, ConnectionSettings, DeliveryHandler, DeliveryReport,
     KafkaProducer, OutRecord, ProducerSettings, Secret,
 };
-use fleetstream_testkit::unique;
+use fleetstream_testkit::{one_topic_topology, unique};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,22 +76,7 @@ async fn scram_over_tls_creates_a_topic_produces_and_reads_back() {
     let connection = scram(&l, &l.password, Some(&l.ca));
     let cluster = ClusterHandle::external(connection.clone());
     let topic = unique("secure");
-    let topology = Topology::from_toml_str(&format!(
-        r#"name = "secure"
-[cluster]
-replication_factor = 1
-min_insync_replicas = 1
-single_broker = {{ replication_factor = 1, min_insync_replicas = 1 }}
-[consumer]
-group = "{topic}"
-[[topics]]
-name = "{topic}"
-partitions = 3
-[routing]
-default_topic = "{topic}"
-"#
-    ))
-    .unwrap();
+    let topology = one_topic_topology(&topic, 3);
     let report = Admin::new(&cluster)
         .unwrap()
         .apply(&topology)

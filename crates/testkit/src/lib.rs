@@ -5,6 +5,7 @@
 //! [`unique`] gives random names so tests never share topics or groups.
 #![warn(missing_docs)]
 
+use fleetstream_core::Topology;
 use fleetstream_kafka::{ClusterHandle, ConnectionSettings};
 
 /// Environment variable naming a real cluster for the integration tests.
@@ -48,6 +49,45 @@ pub fn unique_topology(text: &str) -> (String, String) {
         out = out.replace(&format!("\"{name}"), &format!("\"{prefix}-{name}"));
     }
     (prefix, out)
+}
+
+/// Renames a topology file's text with [`unique_topology`] and applies it to `cluster`; returns
+/// the random prefix and the topology.
+pub async fn apply_unique(cluster: &ClusterHandle, text: &str) -> (String, Topology) {
+    let (prefix, text) = unique_topology(text);
+    let topology = Topology::from_toml_str(&text).expect("valid topology");
+    apply(cluster, &topology).await;
+    (prefix, topology)
+}
+
+/// Applies `topology` to `cluster` (creates what is missing).
+pub async fn apply(cluster: &ClusterHandle, topology: &Topology) {
+    fleetstream_kafka::Admin::new(cluster)
+        .expect("admin client")
+        .apply(topology)
+        .await
+        .expect("apply the topology");
+}
+
+/// A topology of one topic with `partitions` partitions and replication factor 1; its consumer
+/// group and its default route have the topic's name.
+pub fn one_topic_topology(topic: &str, partitions: u32) -> Topology {
+    Topology::from_toml_str(&format!(
+        r#"name = "{topic}"
+[cluster]
+replication_factor = 1
+min_insync_replicas = 1
+single_broker = {{ replication_factor = 1, min_insync_replicas = 1 }}
+[consumer]
+group = "{topic}"
+[[topics]]
+name = "{topic}"
+partitions = {partitions}
+[routing]
+default_topic = "{topic}"
+"#
+    ))
+    .expect("valid one-topic topology")
 }
 
 /// Polls `done` every 50 ms until it returns true or `timeout` passes; returns the last answer.
@@ -135,7 +175,7 @@ pub struct TopologyFixture {
     /// Path of the topology file, for `--topology`.
     pub path: std::path::PathBuf,
     /// The parsed topology.
-    pub topology: fleetstream_core::Topology,
+    pub topology: Topology,
     /// The random prefix of its topic and group names.
     pub prefix: String,
 }
@@ -147,12 +187,8 @@ pub async fn topology_fixture(base: &str) -> TopologyFixture {
     let (prefix, text) = unique_topology(base);
     let path = dir.path().join("topology.toml");
     std::fs::write(&path, &text).expect("write topology");
-    let topology = fleetstream_core::Topology::from_toml_str(&text).expect("valid topology");
-    fleetstream_kafka::Admin::new(&cluster)
-        .expect("admin")
-        .apply(&topology)
-        .await
-        .expect("apply");
+    let topology = Topology::from_toml_str(&text).expect("valid topology");
+    apply(&cluster, &topology).await;
     TopologyFixture {
         cluster,
         dir,

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use fleetstream_dispatcher::idempotency::conformance::record;
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, Outcome, RoutingTable};
 use std::collections::{HashMap, VecDeque};
@@ -89,21 +90,6 @@ fn routes(addr: SocketAddr, extra: &str) -> String {
 fn dispatcher(routes: &str) -> Dispatcher {
     let table = RoutingTable::from_toml_str(routes, "/nonexistent").expect("valid routes");
     Dispatcher::new(table, Arc::new(MemoryStore::default())).expect("builds")
-}
-
-fn record(i: i64, code: u32) -> BatchRecord {
-    BatchRecord {
-        topic: "mt-c400".into(),
-        partition: 0,
-        offset: i,
-        timestamp_ms: 1_700_000_000_000,
-        key: None,
-        value: format!(
-            r#"{{"truck_id":"TRK-{i:06}","codigo":{code},"ts":1700000000000,"lat":-23.5,"lon":-46.6,"speed_kmh":60.0,"heading":90,"seq":{i},"fuel_pct":50.0,"engine_temp_c":85.0,"odometer_km":1000.0,"driver_id":"DRV-1"}}"#
-        )
-        .into_bytes(),
-        headers: vec![("fs-message-id".into(), format!("m-{i}").into_bytes())],
-    }
 }
 
 fn batch(n: i64) -> Vec<BatchRecord> {

@@ -136,8 +136,8 @@ pub async fn concurrent_begins(stores: [Arc<dyn IdempotencyStore>; 2]) {
     assert_eq!(all.len(), 50);
 }
 
-/// A record with message id `m-{i}`.
-pub fn record(i: i64) -> BatchRecord {
+/// A valid telemetry event of `code` at offset `i`, with message id `m-{i}`.
+pub fn record(i: i64, code: u32) -> BatchRecord {
     BatchRecord {
         topic: "mt-c400".into(),
         partition: 0,
@@ -145,7 +145,7 @@ pub fn record(i: i64) -> BatchRecord {
         timestamp_ms: 1_700_000_000_000,
         key: None,
         value: format!(
-            r#"{{"truck_id":"TRK-{i:06}","codigo":300,"ts":1700000000000,"lat":-23.5,"lon":-46.6,"speed_kmh":60.0,"heading":90,"seq":{i},"fuel_pct":50.0,"engine_temp_c":85.0,"odometer_km":1000.0,"driver_id":"DRV-1"}}"#
+            r#"{{"truck_id":"TRK-{i:06}","codigo":{code},"ts":1700000000000,"lat":-23.5,"lon":-46.6,"speed_kmh":60.0,"heading":90,"seq":{i},"fuel_pct":50.0,"engine_temp_c":85.0,"odometer_km":1000.0,"driver_id":"DRV-1"}}"#
         )
         .into_bytes(),
         headers: vec![("fs-message-id".into(), format!("m-{i}").into_bytes())],
@@ -167,7 +167,7 @@ pub async fn one_effect_per_record(stores: Vec<Arc<dyn IdempotencyStore>>) {
             Arc::new(d)
         })
         .collect();
-    let batch: Vec<BatchRecord> = (0..40).map(record).collect();
+    let batch: Vec<BatchRecord> = (0..40).map(|i| record(i, 300)).collect();
     let runs: Vec<_> = dispatchers
         .iter()
         .map(|d| {

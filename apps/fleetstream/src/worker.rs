@@ -11,7 +11,7 @@ use fleetstream_consumer::{
 };
 use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
-use fleetstream_kafka::{group_lag, ConsumerSettings, ProducerSettings};
+use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ConsumerSettings, ProducerSettings};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -137,6 +137,31 @@ fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Fails at start-up when the cluster cannot be reached (with the client's reason: a refused
+/// login, an untrusted certificate) or a source topic is missing, instead of joining the group
+/// and waiting for partitions that never come.
+async fn check_source_topics(
+    cluster: &ClusterHandle,
+    group: &str,
+    topics: &[String],
+) -> anyhow::Result<()> {
+    let found = Admin::new(cluster)?
+        .describe(topics)
+        .await
+        .context("checking the source topics on the cluster")?;
+    let missing: Vec<&String> = topics
+        .iter()
+        .filter(|t| !found.iter().any(|f| &f.name == *t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "group {group} reads {missing:?}, which the cluster does not have; \
+             `fleetstream topics apply` with the same --topology creates them"
+        );
+    }
+    Ok(())
+}
+
 /// Runs `fleetstream worker`.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let topology = load_topology(&args.topology)?;
@@ -170,6 +195,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;
 
     let cluster = connect(&args.cluster)?;
+    check_source_topics(&cluster, &group, &topics).await?;
     let conn = cluster.connection().clone();
     let transport: Arc<dyn Transport> = match args.transport {
         TransportKind::InProcess => {

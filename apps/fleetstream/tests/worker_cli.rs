@@ -350,3 +350,29 @@ async fn in_process_worker_fans_out_to_a_kafka_target() {
         );
     }
 }
+
+/// A worker whose source topics are not on the cluster says so and exits, instead of joining the
+/// group and waiting for partitions that never come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_without_its_source_topics_exits_naming_them() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (prefix, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topology = dir.path().join("topology.toml");
+    std::fs::write(&topology, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetstream"))
+        .args(["worker", "--quiet", "--bootstrap"])
+        .arg(&cluster.connection().bootstrap)
+        .arg("--topology")
+        .arg(&topology)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{prefix}-mt-c400")) && stderr.contains("topics apply"),
+        "{stderr}"
+    );
+}

@@ -19,9 +19,15 @@ pub struct ClientErrors {
 }
 
 impl ClientErrors {
-    /// Keeps `reason` (librdkafka's own text, which names the broker and the cause) and logs it.
+    /// Keeps `reason` (librdkafka's own text, which names the broker and the cause) and logs it:
+    /// for long-lived clients, whose errors no call returns.
     pub(crate) fn record(&self, error: &RdError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
+        self.keep(error, reason);
+    }
+
+    /// Keeps `reason` without logging it: for clients whose failing call returns it.
+    pub(crate) fn keep(&self, error: &RdError, reason: &str) {
         let text = if reason.is_empty() {
             error.to_string()
         } else {
@@ -63,7 +69,8 @@ impl ClientErrors {
     }
 }
 
-/// A client context that only keeps errors: metadata and audit clients.
+/// A client context that only keeps errors, for the short-lived metadata and audit clients:
+/// their failing call carries the errors ([`ClientErrors::explain`]), so they are not logged.
 #[derive(Debug, Default)]
 pub struct ErrorCtx {
     pub(crate) errors: ClientErrors,
@@ -71,7 +78,7 @@ pub struct ErrorCtx {
 
 impl ClientContext for ErrorCtx {
     fn error(&self, error: RdError, reason: &str) {
-        self.errors.record(&error, reason);
+        self.errors.keep(&error, reason);
     }
 }
 

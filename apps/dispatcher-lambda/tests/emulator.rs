@@ -29,19 +29,10 @@ fn endpoint() -> Option<String> {
 }
 
 async fn client(endpoint: &str) -> aws_sdk_lambda::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-            "AKIDFLEETSTREAMTEST",
-            "test-secret",
-            None,
-            None,
-            "fixed-test-credentials",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .load()
-        .await;
+    // Plain HTTP with placeholder region and credentials, as the worker's Lambda transport.
+    let shared = fleetstream_aws::sdk_config(Some(endpoint), "the test endpoint")
+        .await
+        .unwrap();
     aws_sdk_lambda::Client::new(&shared)
 }
 

@@ -88,9 +88,13 @@ pub fn load_topology(args: &TopologyArgs) -> anyhow::Result<Topology> {
     Topology::from_toml_str(&text).with_context(|| format!("in {origin}"))
 }
 
+/// The SASL mechanisms the flags accept (librdkafka's names; case does not matter).
+pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+
 /// The connection settings for `--bootstrap`, checked: a SASL protocol needs a mechanism (and a
-/// user name and password for SCRAM and PLAIN), a mechanism needs a SASL protocol, and a CA file
-/// must exist. Each error names its flag and variable.
+/// user name and password), a mechanism needs a SASL protocol and must be one of
+/// [`SASL_MECHANISMS`], and a CA file needs TLS and must be readable. Each error names its flag
+/// and variable.
 pub fn connection_settings(
     bootstrap: &str,
     args: &ClusterArgs,
@@ -109,7 +113,7 @@ pub fn connection_settings(
         c.security_protocol,
         SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
     );
-    match (&args.sasl_mechanism, sasl) {
+    let mechanism = match (&args.sasl_mechanism, sasl) {
         (None, true) => bail!(ConfigError(format!(
             "--security-protocol {} needs --sasl-mechanism (FLEETSTREAM_SASL_MECHANISM), e.g. SCRAM-SHA-512",
             args.security_protocol
@@ -119,28 +123,43 @@ pub fn connection_settings(
             args.security_protocol
         ))),
         (Some(m), true) => {
-            let password_based = m.starts_with("SCRAM-") || m == "PLAIN";
-            if password_based && args.sasl_username.as_deref().is_none_or(str::is_empty) {
+            let upper = m.to_ascii_uppercase();
+            if !SASL_MECHANISMS.contains(&upper.as_str()) {
                 bail!(ConfigError(format!(
-                    "--sasl-mechanism {m} needs --sasl-username (FLEETSTREAM_SASL_USERNAME)"
+                    "--sasl-mechanism (FLEETSTREAM_SASL_MECHANISM) {m:?} is not one of {} \
+                     (MSK IAM's OAUTHBEARER is not supported yet)",
+                    SASL_MECHANISMS.join(", ")
                 )));
             }
-            if password_based && args.sasl_password.as_deref().is_none_or(str::is_empty) {
-                bail!(ConfigError(format!(
-                    "--sasl-mechanism {m} needs --sasl-password (FLEETSTREAM_SASL_PASSWORD)"
-                )));
+            for (value, flag) in [
+                (&args.sasl_username, "--sasl-username (FLEETSTREAM_SASL_USERNAME)"),
+                (&args.sasl_password, "--sasl-password (FLEETSTREAM_SASL_PASSWORD)"),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    bail!(ConfigError(format!("--sasl-mechanism {upper} needs {flag}")));
+                }
             }
+            Some(upper)
         }
-        (None, false) => {}
-    }
+        (None, false) => None,
+    };
     if let Some(ca) = &args.ssl_ca_location {
-        if !std::path::Path::new(ca).is_file() {
+        if !matches!(
+            c.security_protocol,
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+        ) {
             bail!(ConfigError(format!(
-                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) {ca:?} is not a readable file"
+                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) needs --security-protocol ssl or sasl_ssl, not {}",
+                args.security_protocol
+            )));
+        }
+        if let Err(e) = std::fs::File::open(ca) {
+            bail!(ConfigError(format!(
+                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) {ca:?} cannot be read: {e}"
             )));
         }
     }
-    c.sasl_mechanism = args.sasl_mechanism.clone();
+    c.sasl_mechanism = mechanism;
     c.sasl_username = args.sasl_username.clone();
     c.sasl_password = args.sasl_password.clone().map(Secret::new);
     c.ssl_ca_location = args.ssl_ca_location.clone();
@@ -222,6 +241,19 @@ mod tests {
         assert!(refusal(&a).contains("--sasl-username"));
         a = args("ssl", None);
         a.ssl_ca_location = Some("/nonexistent/ca.pem".into());
-        assert!(refusal(&a).contains("--ssl-ca-location"));
+        assert!(refusal(&a).contains("cannot be read"));
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        a = args("plaintext", None);
+        a.ssl_ca_location = Some(ca.path().display().to_string());
+        assert!(refusal(&a).contains("needs --security-protocol ssl or sasl_ssl"));
+        assert!(refusal(&args("sasl_ssl", Some("OAUTHBEARER"))).contains("not supported yet"));
+        assert!(refusal(&args("sasl_ssl", Some("GSSAPI"))).contains("SCRAM-SHA-512"));
+        // Case does not matter, for the check either.
+        a = args("sasl_ssl", Some("scram-sha-512"));
+        a.sasl_password = None;
+        assert!(refusal(&a).contains("--sasl-password"));
+        a.sasl_password = Some("pw".into());
+        let c = connection_settings("h:9096", &a).unwrap();
+        assert_eq!(c.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
     }
 }

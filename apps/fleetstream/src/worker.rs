@@ -9,6 +9,7 @@ use fleetstream_consumer::{
     HttpInvoke, InProcess, KafkaTarget, LambdaInvoke, Transport, Worker, WorkerConfig,
     WorkerMetrics,
 };
+use fleetstream_core::Topology;
 use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ConsumerSettings, ProducerSettings};
@@ -139,24 +140,30 @@ fn default_worker_id() -> String {
 
 /// Fails at start-up when the cluster cannot be reached (with the client's reason: a refused
 /// login, an untrusted certificate) or a source topic is missing, instead of joining the group
-/// and waiting for partitions that never come.
+/// and waiting for partitions that never come. An embedded cluster (no `--bootstrap`) starts
+/// empty, so the topology is applied to it instead.
 async fn check_source_topics(
     cluster: &ClusterHandle,
+    topology: &Topology,
     group: &str,
     topics: &[String],
 ) -> anyhow::Result<()> {
-    let found = Admin::new(cluster)?
-        .describe(topics)
-        .await
+    let admin = Admin::new(cluster)?;
+    if cluster.is_embedded() {
+        admin
+            .apply(topology)
+            .await
+            .context("creating the topology's topics on the embedded cluster")?;
+        return Ok(());
+    }
+    let found = admin
+        .existing_topics(topics)
         .context("checking the source topics on the cluster")?;
-    let missing: Vec<&String> = topics
-        .iter()
-        .filter(|t| !found.iter().any(|f| &f.name == *t))
-        .collect();
+    let missing: Vec<&String> = topics.iter().filter(|t| !found.contains(t)).collect();
     if !missing.is_empty() {
         bail!(
-            "group {group} reads {missing:?}, which the cluster does not have; \
-             `fleetstream topics apply` with the same --topology creates them"
+            "group {group} reads {missing:?}, which the cluster does not have (or this principal \
+             may not describe); `fleetstream topics apply` with the same --topology creates them"
         );
     }
     Ok(())
@@ -195,7 +202,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;
 
     let cluster = connect(&args.cluster)?;
-    check_source_topics(&cluster, &group, &topics).await?;
+    check_source_topics(&cluster, &topology, &group, &topics).await?;
     let conn = cluster.connection().clone();
     let transport: Arc<dyn Transport> = match args.transport {
         TransportKind::InProcess => {

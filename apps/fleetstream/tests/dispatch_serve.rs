@@ -88,20 +88,10 @@ impl Intercept for TokenHeader {
 }
 
 async fn client(endpoint: &str, token: Option<&'static str>) -> aws_sdk_lambda::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-            "AKIDFLEETSTREAMTEST",
-            "test-secret",
-            None,
-            None,
-            "fixed-test-credentials",
-        ))
-        .endpoint_url(endpoint)
-        // Plain HTTP: the local server has no TLS.
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .load()
-        .await;
+    // Plain HTTP with placeholder region and credentials, as the worker's Lambda transport.
+    let shared = fleetstream_aws::sdk_config(Some(endpoint), "the test endpoint")
+        .await
+        .unwrap();
     let mut config = aws_sdk_lambda::config::Builder::from(&shared);
     if let Some(token) = token {
         config = config.interceptor(TokenHeader(token));

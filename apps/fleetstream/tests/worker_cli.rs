@@ -4,9 +4,10 @@
 //! FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream_core::{MessageId, Topology};
-use fleetstream_kafka::{group_lag, headers, read_topic_to_end, Admin};
+use fleetstream_kafka::{group_lag, headers, read_topic_to_end};
 use fleetstream_testkit::{
-    cluster, produce_telemetry, topology_fixture, unique_topology, wait_until, TopologyFixture,
+    apply, apply_unique, cluster, produce_telemetry, topology_fixture, unique_topology, wait_until,
+    TopologyFixture,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -298,11 +299,8 @@ async fn in_process_worker_fans_out_to_a_kafka_target() {
     std::fs::write(&topology_path, &text).unwrap();
     let topology = Topology::from_toml_str(&text).unwrap();
     // A second copy of the topology only provides the (empty) fan-out topic.
-    let (_, sink_text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
-    let sink = Topology::from_toml_str(&sink_text).unwrap();
-    let admin = Admin::new(&cluster).unwrap();
-    admin.apply(&topology).await.unwrap();
-    admin.apply(&sink).await.unwrap();
+    apply(&cluster, &topology).await;
+    let (_, sink) = apply_unique(&cluster, fleetstream::DOMAIN_TOPOLOGY).await;
     let fanout = sink.source_topics().next().unwrap().name.clone();
     let routes = dir.path().join("routes.toml");
     std::fs::write(

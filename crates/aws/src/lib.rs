@@ -96,11 +96,19 @@ fn https(
     _loader: aws_config::ConfigLoader,
     setting: &str,
 ) -> Result<aws_config::ConfigLoader, String> {
-    Err(format!(
+    Err(needs_tls(setting))
+}
+
+/// What a build without the `tls` feature says when asked for HTTPS.
+#[cfg_attr(feature = "tls", allow(dead_code))]
+fn needs_tls(setting: &str) -> String {
+    format!(
         "AWS's HTTPS endpoints need a build with TLS (`cargo build --release -p fleetstream \
-         --features tls`; the Lambda function always has it). This build speaks plain HTTP to \
-         an http:// {setting} only (an emulator, `fleetstream dispatch serve`, scripts/dynamodb)"
-    ))
+         --features tls`, which turns on fleetstream-consumer's `lambda-tls` and \
+         fleetstream-dispatcher's `dynamodb-tls`; the Lambda function always has it). This build \
+         speaks plain HTTP only: give {setting} an http:// URL (a local emulator or \
+         `fleetstream dispatch serve`)"
+    )
 }
 
 #[cfg(test)]
@@ -133,10 +141,21 @@ mod tests {
         assert_eq!(c.endpoint_url(), Some("http://127.0.0.1:1"));
     }
 
+    #[test]
+    fn a_build_without_tls_says_how_to_get_it() {
+        let err = needs_tls("--lambda-endpoint");
+        assert!(
+            err.contains("--features tls") && err.contains("--lambda-endpoint"),
+            "{err}"
+        );
+    }
+
+    /// The workspace's own test build has the feature on (the Lambda function needs it), so
+    /// this runs only in `cargo test -p fleetstream-aws`.
     #[cfg(not(feature = "tls"))]
     #[tokio::test]
-    async fn https_without_the_tls_feature_says_how_to_build() {
+    async fn https_without_the_tls_feature_is_refused() {
         let err = sdk_config(None, "--lambda-endpoint").await.unwrap_err();
-        assert!(err.contains("--features tls"), "{err}");
+        assert_eq!(err, needs_tls("--lambda-endpoint"));
     }
 }

@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -62,28 +63,41 @@ pub struct ApplyReport {
 /// Admin operations on a cluster.
 pub struct Admin {
     cluster: ClusterHandle,
-    client: AdminClient<DefaultClientContext>,
+    /// CreateTopics and DescribeConfigs, created on first use: a caller that only reads
+    /// metadata (the worker's start-up check) opens one client, not two.
+    client: OnceLock<AdminClient<DefaultClientContext>>,
     /// Metadata comes from a plain client whose events can be served: rust-rdkafka's
-    /// `AdminClient` never polls its main queue, so the errors that explain a timeout
+    /// `AdminClient` never polls librdkafka's main queue, so the errors that explain a timeout
     /// (authentication, TLS) would stay unread there.
     meta: BaseProducer<ErrorCtx>,
 }
 
 impl Admin {
-    /// Connects an admin client.
+    /// Connects a metadata client; the admin client follows when first needed.
     pub fn new(cluster: &ClusterHandle) -> Result<Self, KafkaError> {
-        let config = cluster.connection().to_client_config();
-        let client = config
-            .create()
-            .map_err(|e| crate::error::client_error(&e))?;
-        let meta = config
+        let meta = cluster
+            .connection()
+            .to_client_config()
             .create_with_context(ErrorCtx::default())
             .map_err(|e| crate::error::client_error(&e))?;
         Ok(Admin {
             cluster: cluster.clone(),
-            client,
+            client: OnceLock::new(),
             meta,
         })
+    }
+
+    fn client(&self) -> Result<&AdminClient<DefaultClientContext>, KafkaError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = self
+            .cluster
+            .connection()
+            .to_client_config()
+            .create()
+            .map_err(|e| crate::error::client_error(&e))?;
+        Ok(self.client.get_or_init(|| c))
     }
 
     /// The cluster's metadata. On failure, the error says what the client reported meanwhile
@@ -94,17 +108,30 @@ impl Admin {
             .fetch_metadata(None, TIMEOUT)
             .map_err(|e| {
                 // Serve the error events queued while the request waited.
-                for _ in 0..64 {
-                    self.meta.poll(Duration::ZERO);
-                }
+                self.meta.poll(Duration::from_millis(10));
                 KafkaError::Admin(
                     self.meta
                         .client()
                         .context()
                         .errors
-                        .explain(format!("metadata: {e}")),
+                        .explain(format!("metadata: {e}"), TIMEOUT + TIMEOUT),
                 )
             })
+    }
+
+    /// Which of `names` the cluster has, from metadata alone (no admin client). A topic this
+    /// client may not describe (ACLs) is missing too.
+    pub fn existing_topics(&self, names: &[String]) -> Result<Vec<String>, KafkaError> {
+        let md = self.metadata()?;
+        Ok(names
+            .iter()
+            .filter(|n| {
+                md.topics().iter().any(|t| {
+                    t.name() == n.as_str() && t.error().is_none() && !t.partitions().is_empty()
+                })
+            })
+            .cloned()
+            .collect())
     }
 
     /// Whether the cluster is librdkafka's mock cluster: ours in this process, or one another
@@ -157,7 +184,7 @@ impl Admin {
                 .map(|t| ResourceSpecifier::Topic(&t.name))
                 .collect();
             let results = self
-                .client
+                .client()?
                 .describe_configs(&specs, &AdminOptions::new().request_timeout(Some(TIMEOUT)))
                 .await
                 .map_err(|e| KafkaError::Admin(format!("describe configs: {e}")))?;
@@ -213,7 +240,7 @@ impl Admin {
                     })
                     .collect();
                 let results = self
-                    .client
+                    .client()?
                     .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
                     .await
                     .map_err(|e| KafkaError::Admin(format!("create topics: {e}")))?;

@@ -53,18 +53,18 @@ pub struct GroupStats {
     pub revoked: AtomicU64,
     /// Commits that failed.
     pub commit_failures: AtomicU64,
-    /// Client-level errors (authentication, TLS, brokers down).
-    pub errors: ClientErrors,
 }
 
 #[doc(hidden)]
 pub struct GroupCtx {
     stats: Arc<GroupStats>,
+    /// Logs each distinct client error once (rust-rdkafka hands each to the context twice).
+    errors: ClientErrors,
 }
 
 impl ClientContext for GroupCtx {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.stats.errors.record(&error, reason);
+        self.errors.record(&error, reason);
     }
 }
 
@@ -130,6 +130,7 @@ impl GroupConsumer {
             .to_client_config()
             .create_with_context(GroupCtx {
                 stats: stats.clone(),
+                errors: ClientErrors::default(),
             })
             .map_err(|e| crate::error::client_error(&e))?;
         inner
@@ -264,14 +265,14 @@ fn tpl(partitions: &[(String, i32)]) -> TopicPartitionList {
     t
 }
 
-/// `failure`, with what the client reported meanwhile (served from its queue first).
-fn explain(consumer: &BaseConsumer<ErrorCtx>, failure: String) -> String {
-    for _ in 0..64 {
-        if consumer.poll(Duration::ZERO).is_none() {
-            break;
-        }
+/// `failure`, with what the client reported in the last `window` (served from its queue first:
+/// log lines come first there, so an empty poll does not mean no error is queued).
+fn explain(consumer: &BaseConsumer<ErrorCtx>, failure: String, window: Duration) -> String {
+    let end = std::time::Instant::now() + Duration::from_millis(20);
+    while std::time::Instant::now() < end {
+        let _ = consumer.poll(Duration::from_millis(1));
     }
-    consumer.context().errors.explain(failure)
+    consumer.context().errors.explain(failure, window)
 }
 
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the start
@@ -289,7 +290,11 @@ pub fn read_topic_to_end(
         .create_with_context(ErrorCtx::default())
         .map_err(|e| crate::error::client_error(&e))?;
     let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        KafkaError::Consume(explain(&consumer, format!("metadata for {topic}: {e}")))
+        KafkaError::Consume(explain(
+            &consumer,
+            format!("metadata for {topic}: {e}"),
+            timeout * 2,
+        ))
     })?;
     let partitions: Vec<i32> = md
         .topics()
@@ -299,9 +304,13 @@ pub fn read_topic_to_end(
     let mut ends = std::collections::BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| {
+            KafkaError::Consume(explain(
+                &consumer,
+                format!("watermarks {topic}/{p}: {e}"),
+                timeout * 2,
+            ))
+        })?;
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Offset(low))
@@ -318,7 +327,11 @@ pub fn read_topic_to_end(
     let deadline = std::time::Instant::now() + timeout;
     while !ends.is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(KafkaError::Timeout(format!("reading {topic} to its end")));
+            return Err(KafkaError::Timeout(explain(
+                &consumer,
+                format!("reading {topic} to its end"),
+                timeout * 2,
+            )));
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -390,23 +403,35 @@ pub fn group_lag(
     let mut watermarks = Vec::new();
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-            KafkaError::Consume(explain(&consumer, format!("metadata for {topic}: {e}")))
+            KafkaError::Consume(explain(
+                &consumer,
+                format!("metadata for {topic}: {e}"),
+                timeout * 2,
+            ))
         })?;
         for p in md
             .topics()
             .iter()
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(|e| KafkaError::Consume(format!("watermarks {topic}/{p}: {e}")))?;
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| {
+                KafkaError::Consume(explain(
+                    &consumer,
+                    format!("watermarks {topic}/{p}: {e}"),
+                    timeout * 2,
+                ))
+            })?;
             tpl.add_partition(topic, p);
             watermarks.push((topic.clone(), p, low, high));
         }
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(|e| KafkaError::Consume(format!("committed offsets: {e}")))?;
+    let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| {
+        KafkaError::Consume(explain(
+            &consumer,
+            format!("committed offsets: {e}"),
+            timeout * 2,
+        ))
+    })?;
     Ok(watermarks
         .into_iter()
         .map(|(topic, partition, low, high)| {

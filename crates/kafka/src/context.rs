@@ -6,61 +6,79 @@
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError as RdError;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// How many distinct client errors are kept.
 const KEPT: usize = 4;
 
-/// The newest distinct client-level errors librdkafka reported, oldest first. A cause such as a
-/// refused SASL login is usually followed by its consequence ("1/1 brokers are down"); keeping
-/// a few distinct ones keeps the cause.
+/// How long an error is kept: a failure later than this does not cite it, and a repeat after
+/// it is logged again.
+const KEEP_FOR: Duration = Duration::from_secs(300);
+
+/// The newest distinct client-level errors librdkafka reported, oldest first, each with when it
+/// was last seen. A cause such as a refused SASL login is usually followed by its consequence
+/// ("1/1 brokers are down"); keeping a few distinct ones keeps the cause.
 #[derive(Debug, Default)]
 pub struct ClientErrors {
-    recent: Mutex<Vec<String>>,
+    recent: Mutex<Vec<(Instant, String)>>,
 }
 
 impl ClientErrors {
-    /// Keeps `reason` (librdkafka's own text, which names the broker and the cause) and logs it:
-    /// for long-lived clients, whose errors no call returns.
+    /// Keeps `reason` (librdkafka's own text, which names the broker and the cause) and logs it
+    /// the first time: for long-lived clients, whose errors no call returns. (rust-rdkafka hands
+    /// one error event to the context twice.)
     pub(crate) fn record(&self, error: &RdError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
-        self.keep(error, reason);
+        if self.keep(error, reason) {
+            tracing::warn!(target: "librdkafka", %error, "{reason}");
+        }
     }
 
-    /// Keeps `reason` without logging it: for clients whose failing call returns it.
-    pub(crate) fn keep(&self, error: &RdError, reason: &str) {
+    /// Keeps `reason` without logging it: for clients whose failing call returns it. Returns
+    /// whether it is new (not seen in the last [`KEEP_FOR`]).
+    pub(crate) fn keep(&self, error: &RdError, reason: &str) -> bool {
         let text = if reason.is_empty() {
             error.to_string()
         } else {
             reason.to_owned()
         };
         // librdkafka appends timing that differs between repeats: "(after 135ms in state
-        // AUTH_REQ, 1 identical error(s) suppressed)". "0/1 brokers are down" means recovery.
+        // AUTH_REQ, 1 identical error(s) suppressed)". "0/1 brokers are down" reports recovery.
         let text = match text.rfind(" (after ") {
             Some(at) if text.ends_with(')') => text[..at].to_owned(),
             _ => text,
         };
         if text.starts_with("0/") && text.ends_with(" brokers are down") {
-            return;
+            return false;
         }
+        let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|t| *t != text);
-        recent.push(text);
+        recent.retain(|(at, _)| now.duration_since(*at) < KEEP_FOR);
+        let before = recent.len();
+        recent.retain(|(_, t)| *t != text);
+        let new = recent.len() == before;
+        recent.push((now, text));
         if recent.len() > KEPT {
             recent.remove(0);
         }
+        new
     }
 
-    /// The newest distinct errors, oldest first.
-    pub fn recent(&self) -> Vec<String> {
+    /// The distinct errors seen in the last `window`, oldest first.
+    pub fn recent(&self, window: Duration) -> Vec<String> {
+        let now = Instant::now();
         self.recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= window)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
-    /// `failure`, followed by the errors the client reported, when there are any.
-    pub(crate) fn explain(&self, failure: impl std::fmt::Display) -> String {
-        let recent = self.recent();
+    /// `failure`, followed by the errors the client reported in the last `window` (the failed
+    /// call's own time), when there are any.
+    pub(crate) fn explain(&self, failure: impl std::fmt::Display, window: Duration) -> String {
+        let recent = self.recent(window);
         if recent.is_empty() {
             failure.to_string()
         } else {
@@ -98,35 +116,65 @@ mod tests {
     #[test]
     fn the_cause_survives_its_consequences() {
         let errors = ClientErrors::default();
-        assert_eq!(errors.explain("metadata: timed out"), "metadata: timed out");
+        let window = Duration::from_secs(60);
+        assert_eq!(
+            errors.explain("metadata: timed out", window),
+            "metadata: timed out"
+        );
         let e = RdError::Global(RDKafkaErrorCode::Authentication);
         errors.record(&e, "SASL authentication error: bad password");
+        let down = RdError::Global(RDKafkaErrorCode::AllBrokersDown);
+        assert!(errors.keep(&down, "1/1 brokers are down"));
         for _ in 0..10 {
-            errors.record(
-                &RdError::Global(RDKafkaErrorCode::AllBrokersDown),
-                "1/1 brokers are down",
+            assert!(
+                !errors.keep(&down, "1/1 brokers are down"),
+                "a repeat is not new"
             );
         }
         assert_eq!(
-            errors.explain("metadata: timed out"),
+            errors.explain("metadata: timed out", window),
             "metadata: timed out; the client reported: SASL authentication error: bad password; 1/1 brokers are down"
         );
-        errors.record(&e, "SASL authentication error: bad password (after 135ms in state AUTH_REQ, 1 identical error(s) suppressed)");
-        errors.record(
-            &RdError::Global(RDKafkaErrorCode::AllBrokersDown),
-            "0/1 brokers are down",
+    }
+
+    #[test]
+    fn repeats_differ_only_in_timing_and_recovery_is_not_an_error() {
+        let errors = ClientErrors::default();
+        let window = Duration::from_secs(60);
+        let e = RdError::Global(RDKafkaErrorCode::Authentication);
+        let down = RdError::Global(RDKafkaErrorCode::AllBrokersDown);
+        errors.keep(
+            &e,
+            "SASL authentication error: bad password (after 167ms in state AUTH_REQ)",
         );
+        errors.keep(&down, "1/1 brokers are down");
+        assert!(!errors.keep(
+            &e,
+            "SASL authentication error: bad password (after 135ms in state AUTH_REQ, 1 identical error(s) suppressed)"
+        ));
+        assert!(!errors.keep(&down, "0/1 brokers are down"));
         assert_eq!(
-            errors.recent(),
+            errors.recent(window),
             [
                 "1/1 brokers are down",
                 "SASL authentication error: bad password"
             ]
         );
-        for i in 0..KEPT {
-            errors.record(&e, &format!("error {i}"));
+    }
+
+    #[test]
+    fn only_a_few_recent_errors_are_kept() {
+        let errors = ClientErrors::default();
+        let e = RdError::Global(RDKafkaErrorCode::Authentication);
+        for i in 0..KEPT + 2 {
+            errors.keep(&e, &format!("error {i}"));
         }
-        assert_eq!(errors.recent().len(), KEPT);
-        assert_eq!(errors.recent()[0], "error 0");
+        let kept = errors.recent(Duration::from_secs(60));
+        assert_eq!(kept.len(), KEPT);
+        assert_eq!(kept[0], "error 2");
+        // A failed call cites only what its own window saw.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(errors.recent(Duration::from_millis(10)).is_empty());
+        assert_eq!(errors.explain("x", Duration::from_millis(10)), "x");
     }
 }

@@ -305,9 +305,10 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
             }
             let now = Instant::now();
             if now >= end {
-                return Err(KafkaError::Timeout(self.errors.explain(format!(
-                    "flush: {left} records (or client events) still unreported after {timeout:?}"
-                ))));
+                return Err(KafkaError::Timeout(self.errors.explain(
+                    format!("flush: {left} records (or client events) still unreported after {timeout:?}"),
+                    timeout.max(Duration::from_secs(60)),
+                )));
             }
             std::thread::sleep((end - now).min(POLL_SLICE));
         }

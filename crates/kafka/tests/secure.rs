@@ -39,9 +39,13 @@ fn listener() -> Option<Listener> {
             password,
         }),
         _ => {
-            eprintln!(
-                "skipped: the SASL_SSL listener's settings are unset (scripts/kafka start, then eval \"$(scripts/kafka secure-env)\")"
+            let why = "the SASL_SSL listener's settings are unset (scripts/kafka start, then eval \"$(scripts/kafka secure-env)\")";
+            // CI sets this, so a lost `eval` fails instead of passing with nothing run.
+            assert!(
+                std::env::var_os("FLEETSTREAM_TEST_REQUIRE_SECURE").is_none(),
+                "FLEETSTREAM_TEST_REQUIRE_SECURE is set but {why}"
             );
+            eprintln!("skipped: {why}");
             None
         }
     }
@@ -116,30 +120,36 @@ async fn scram_over_tls_creates_a_topic_produces_and_reads_back() {
     assert_eq!(ids, wanted);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_wrong_password_fails_naming_the_authentication() {
-    let Some(l) = listener() else { return };
-    let cluster = ClusterHandle::external(scram(&l, "not-the-password", Some(&l.ca)));
-    let err = Admin::new(&cluster)
+/// What `Admin` says when it cannot read the cluster's metadata over `connection`.
+fn admin_refusal(connection: ConnectionSettings) -> String {
+    let err = Admin::new(&ClusterHandle::external(connection))
         .unwrap()
         .broker_count()
         .unwrap_err()
         .to_string();
     eprintln!("what a user sees: {err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_fails_naming_the_authentication() {
+    let Some(l) = listener() else { return };
+    let wrong = scram(&l, "not-the-password", Some(&l.ca));
+    let err = admin_refusal(wrong.clone());
     assert!(err.contains("Authentication failed"), "{err}");
     assert!(err.contains("SCRAM-SHA-512"), "{err}");
+    // The audit reader (a consumer client) explains itself the same way.
+    let err = read_topic_to_end(&wrong, "any-topic", Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    eprintln!("what a user sees: {err}");
+    assert!(err.contains("Authentication failed"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_from_an_untrusted_ca_fails_naming_the_verification() {
     let Some(l) = listener() else { return };
     // No CA: the system store, which does not hold the test CA.
-    let cluster = ClusterHandle::external(scram(&l, &l.password, None));
-    let err = Admin::new(&cluster)
-        .unwrap()
-        .broker_count()
-        .unwrap_err()
-        .to_string();
-    eprintln!("what a user sees: {err}");
+    let err = admin_refusal(scram(&l, &l.password, None));
     assert!(err.contains("certificate verify failed"), "{err}");
 }

@@ -3,11 +3,11 @@
 //! never dropped); poison with a code is sent; every delivery is accounted for.
 
 use fleetstream_core::{MessageId, Topology};
-use fleetstream_kafka::{headers, read_topic_to_end, Admin, ClusterHandle, ProducerSettings};
+use fleetstream_kafka::{headers, read_topic_to_end, ClusterHandle, ProducerSettings};
 use fleetstream_producer::{
     run, GeneratorConfig, ProducerMetrics, RejectSink, RunOptions, RunSpec, SharedRate, SourceSpec,
 };
-use fleetstream_testkit::{cluster, unique_topology};
+use fleetstream_testkit::{apply_unique, cluster};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +16,11 @@ const DOMAIN: &str = include_str!("../../../config/topology.toml");
 
 fn setup() -> (ClusterHandle, Topology, String) {
     let cluster = cluster();
-    let (prefix, text) = unique_topology(DOMAIN);
-    let topology = Topology::from_toml_str(&text).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(Admin::new(&cluster).unwrap().apply(&topology))
-        .unwrap();
+    let (prefix, topology) = rt.block_on(apply_unique(&cluster, DOMAIN));
     (cluster, topology, prefix)
 }
 

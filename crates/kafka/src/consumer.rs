@@ -275,6 +275,44 @@ fn explain(consumer: &BaseConsumer<ErrorCtx>, failure: String, window: Duration)
     consumer.context().errors.explain(failure, window)
 }
 
+/// A consumer that reads without joining `group` (no subscription, nothing committed): for
+/// audits and lag.
+fn side_consumer(
+    connection: &crate::config::ConnectionSettings,
+    group: &str,
+) -> Result<BaseConsumer<ErrorCtx>, KafkaError> {
+    let mut cfg = connection.to_client_config();
+    cfg.set("group.id", group);
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.partition.eof", "false");
+    cfg.create_with_context(ErrorCtx::default())
+        .map_err(|e| crate::error::client_error(&e))
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+fn watermarks(
+    consumer: &BaseConsumer<ErrorCtx>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let failed = |what: String| KafkaError::Consume(explain(consumer, what, timeout * 2));
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| failed(format!("metadata for {topic}: {e}")))?;
+    let mut out = Vec::new();
+    for p in md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+    {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| failed(format!("watermarks {topic}/{p}: {e}")))?;
+        out.push((p, low, high));
+    }
+    Ok(out)
+}
+
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the start
 /// (no consumer group, nothing committed). For audits such as "which ids were dead-lettered".
 pub fn read_topic_to_end(
@@ -282,35 +320,10 @@ pub fn read_topic_to_end(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<ConsumedRecord>, KafkaError> {
-    let mut cfg = connection.to_client_config();
-    cfg.set("group.id", "fleetstream-audit");
-    cfg.set("enable.auto.commit", "false");
-    cfg.set("enable.partition.eof", "false");
-    let consumer: BaseConsumer<ErrorCtx> = cfg
-        .create_with_context(ErrorCtx::default())
-        .map_err(|e| crate::error::client_error(&e))?;
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        KafkaError::Consume(explain(
-            &consumer,
-            format!("metadata for {topic}: {e}"),
-            timeout * 2,
-        ))
-    })?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let consumer = side_consumer(connection, "fleetstream-audit")?;
     let mut ends = std::collections::BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| {
-            KafkaError::Consume(explain(
-                &consumer,
-                format!("watermarks {topic}/{p}: {e}"),
-                timeout * 2,
-            ))
-        })?;
+    for (p, low, high) in watermarks(&consumer, topic, timeout)? {
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Offset(low))
@@ -393,36 +406,13 @@ pub fn group_lag(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
-    let mut cfg = connection.to_client_config();
-    cfg.set("group.id", group);
-    cfg.set("enable.auto.commit", "false");
-    let consumer: BaseConsumer<ErrorCtx> = cfg
-        .create_with_context(ErrorCtx::default())
-        .map_err(|e| crate::error::client_error(&e))?;
+    let consumer = side_consumer(connection, group)?;
     let mut tpl = TopicPartitionList::new();
-    let mut watermarks = Vec::new();
+    let mut marks = Vec::new();
     for topic in topics {
-        let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-            KafkaError::Consume(explain(
-                &consumer,
-                format!("metadata for {topic}: {e}"),
-                timeout * 2,
-            ))
-        })?;
-        for p in md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| {
-                KafkaError::Consume(explain(
-                    &consumer,
-                    format!("watermarks {topic}/{p}: {e}"),
-                    timeout * 2,
-                ))
-            })?;
+        for (p, low, high) in watermarks(&consumer, topic, timeout)? {
             tpl.add_partition(topic, p);
-            watermarks.push((topic.clone(), p, low, high));
+            marks.push((topic.clone(), p, low, high));
         }
     }
     let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| {
@@ -432,7 +422,7 @@ pub fn group_lag(
             timeout * 2,
         ))
     })?;
-    Ok(watermarks
+    Ok(marks
         .into_iter()
         .map(|(topic, partition, low, high)| {
             let c = committed

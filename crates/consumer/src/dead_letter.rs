@@ -31,6 +31,43 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
+impl DeadLetter {
+    /// Value of the first original header called `name` as text, if non-empty UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Logs the letter with the ids that follow its message (message id, correlation id, trace
+    /// id), so an operator can find it from any of them.
+    pub(crate) fn log(&self, worker: &str) {
+        use fleetstream_dispatcher::{
+            CORRELATION_ID_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER,
+        };
+        tracing::info!(
+            target: "fleetstream::dead_letter",
+            worker,
+            dead_letter_topic = %self.topic,
+            source_topic = %self.source_topic,
+            source_partition = self.source_partition,
+            source_offset = self.source_offset,
+            message_id = self.header_str(MESSAGE_ID_HEADER).unwrap_or_default(),
+            correlation_id = self.header_str(CORRELATION_ID_HEADER).unwrap_or_default(),
+            trace_id = self
+                .header_str(TRACEPARENT_HEADER)
+                .and_then(fleetstream_dispatcher::trace_id)
+                .unwrap_or_default(),
+            class = %self.error_class,
+            error = %self.error_message,
+            attempts = self.attempts,
+            "dead-lettered"
+        );
+    }
+}
+
 /// The dead-letter producer.
 pub struct DeadLetterWriter {
     producer: AckedProducer,
@@ -83,5 +120,65 @@ impl DeadLetterWriter {
             waits.push(self.producer.send(record).await?);
         }
         all_acked(waits).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_logs_the_ids_that_follow_its_message() {
+        let letter = DeadLetter {
+            topic: "mt-c300-dlq".into(),
+            source_topic: "mt-c300".into(),
+            source_partition: 2,
+            source_offset: 41,
+            source_timestamp_ms: 1_700_000_000_000,
+            key: None,
+            value: b"not json".to_vec(),
+            headers: vec![
+                ("fs-message-id".into(), b"abc-7".to_vec()),
+                ("fs-correlation-id".into(), b"corr-1".to_vec()),
+                (
+                    "traceparent".into(),
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+                ),
+            ],
+            error_class: "not_json".into(),
+            error_message: "expected value at line 1".into(),
+            attempts: 1,
+        };
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || letter.log("w1"));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let fields = &line["fields"];
+        assert_eq!(fields["message"], "dead-lettered", "{text}");
+        assert_eq!(fields["message_id"], "abc-7", "{text}");
+        assert_eq!(fields["correlation_id"], "corr-1", "{text}");
+        assert_eq!(fields["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{text}");
+        assert_eq!(fields["class"], "not_json", "{text}");
+        assert_eq!(fields["source_offset"], 41, "{text}");
     }
 }

@@ -270,6 +270,7 @@ impl Settler {
         }
         for l in letters {
             self.metrics.record_dead_letter(&l.error_class);
+            l.log(&self.config.worker_id);
         }
     }
 

@@ -48,7 +48,9 @@ mod service;
 pub mod targets;
 
 pub use event::DecodeError;
-pub use record::{BatchRecord, MESSAGE_ID_HEADER};
+pub use record::{
+    trace_id, BatchRecord, CORRELATION_ID_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER,
+};
 pub use response::{
     BatchItemFailure, BatchResponse, DispatchResponse, KafkaItemIdentifier, Outcome, RecordResult,
     Summary,

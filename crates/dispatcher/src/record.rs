@@ -3,6 +3,10 @@
 /// Header carrying the producer's unique message id. It is set once when the producer creates
 /// the message, so it survives producer retries and consumer redeliveries alike.
 pub const MESSAGE_ID_HEADER: &str = "fs-message-id";
+/// Header carrying the correlation id shared by everything a message causes downstream.
+pub const CORRELATION_ID_HEADER: &str = "fs-correlation-id";
+/// Header carrying the W3C trace context (`00-<trace id>-<span id>-<flags>`).
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// One Kafka record as the dispatcher sees it: what a worker read from a partition, or what
 /// Lambda put in one entry of a Kafka event.
@@ -24,6 +28,18 @@ pub struct BatchRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// The trace id of a W3C `traceparent` (`00-<32 hex digits>-<span>-<flags>`): its 32 hex
+/// digits, or `None` when malformed or all zero (invalid in W3C trace context).
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace) = (parts.next()?, parts.next()?);
+    let well_formed = version.len() == 2
+        && trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    well_formed.then_some(trace)
+}
+
 impl BatchRecord {
     /// Value of the first header called `name`, if any.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
@@ -33,11 +49,26 @@ impl BatchRecord {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The producer's unique message id (header `fs-message-id`), if present, non-empty and UTF-8.
-    pub fn message_id(&self) -> Option<&str> {
-        self.header(MESSAGE_ID_HEADER)
+    /// Value of the first header called `name` as text, if present, non-empty and UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .filter(|s| !s.is_empty())
+    }
+
+    /// The producer's unique message id (header `fs-message-id`), if present, non-empty and UTF-8.
+    pub fn message_id(&self) -> Option<&str> {
+        self.header_str(MESSAGE_ID_HEADER)
+    }
+
+    /// The correlation id (header `fs-correlation-id`), for logs that follow one message.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.header_str(CORRELATION_ID_HEADER)
+    }
+
+    /// The W3C trace id of a well-formed `traceparent` header ([`trace_id`]).
+    pub fn trace_id(&self) -> Option<&str> {
+        trace_id(self.header_str(TRACEPARENT_HEADER)?)
     }
 
     /// The key the idempotency store deduplicates on: the message id, else
@@ -97,5 +128,28 @@ mod tests {
         assert_eq!(empty.message_id(), None);
         let binary = record(vec![(MESSAGE_ID_HEADER.into(), vec![0xff])]);
         assert_eq!(binary.dedup_key(), "mt-c300-2-41");
+    }
+
+    #[test]
+    fn correlation_and_trace_ids_come_from_their_headers() {
+        let r = record(vec![
+            (CORRELATION_ID_HEADER.into(), b"run-7".to_vec()),
+            (
+                TRACEPARENT_HEADER.into(),
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+            ),
+        ]);
+        assert_eq!(r.correlation_id(), Some("run-7"));
+        assert_eq!(r.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let r = record(vec![(TRACEPARENT_HEADER.into(), bad.as_bytes().to_vec())]);
+            assert_eq!(r.trace_id(), None, "{bad}");
+        }
+        assert_eq!(record(vec![]).correlation_id(), None);
     }
 }

@@ -34,6 +34,8 @@ impl Target for LogTarget {
                 sink = %self.name,
                 code = code.0,
                 message_id = d.id,
+                correlation_id = d.record.correlation_id().unwrap_or_default(),
+                trace_id = d.record.trace_id().unwrap_or_default(),
                 truck_id = %d.event.truck_id,
                 topic = %d.record.topic,
                 partition = d.record.partition,

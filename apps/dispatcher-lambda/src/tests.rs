@@ -1,4 +1,5 @@
 use super::*;
+use fleetstream_dispatcher::idempotency::conformance;
 use lambda_runtime::Context;
 
 const FIXTURE: &str =
@@ -174,34 +175,12 @@ fn config_comes_from_the_environment() {
     assert!(stray.contains("FLEETSTREAM_DYNAMODB_TABLE"), "{stray}");
 }
 
-/// Two Lambda instances (separate /tmp) sharing a DynamoDB table: the second sees duplicates.
-/// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
-#[tokio::test]
-async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
-    let Some(endpoint) = std::env::var("FLEETSTREAM_TEST_DYNAMODB")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("skipped: FLEETSTREAM_TEST_DYNAMODB is unset");
-        return;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let ddb = DynamoStoreConfig {
-        table: format!(
-            "fs-lambda-test-{}-{}",
-            std::process::id(),
-            nanos % 1_000_000_000
-        ),
-        endpoint: Some(endpoint),
-        ..DynamoStoreConfig::default()
-    };
-    DynamoStore::create_table(ddb.clone()).await.unwrap();
+/// Two Lambda instances (separate /tmp) whose configs `share` gives the same shared store: a
+/// batch dispatched by one is a duplicate at the other.
+async fn two_instances_share_one_store(share: impl Fn(&mut LambdaConfig)) {
     let instance = |dir: &std::path::Path| {
         let mut c = config(dir, None);
-        c.dynamodb = Some(ddb.clone());
+        share(&mut c);
         c
     };
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -213,42 +192,34 @@ async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
     assert_eq!(two.summary.duplicates, 3, "{two:?}");
 }
 
-/// Two Lambda instances (separate /tmp) sharing PostgreSQL: the second sees duplicates.
+/// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
+#[tokio::test]
+async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
+    let Some(endpoint) =
+        conformance::env_or_skip("FLEETSTREAM_TEST_DYNAMODB", "scripts/dynamodb start")
+    else {
+        return;
+    };
+    let ddb = DynamoStoreConfig {
+        table: conformance::unique_table("fs-lambda-test", '-'),
+        endpoint: Some(endpoint),
+        ..DynamoStoreConfig::default()
+    };
+    DynamoStore::create_table(ddb.clone()).await.unwrap();
+    two_instances_share_one_store(|c| c.dynamodb = Some(ddb.clone())).await;
+}
+
 /// Skipped unless FLEETSTREAM_TEST_POSTGRES holds a URL (scripts/postgres start).
 #[tokio::test]
 async fn instances_sharing_postgres_deduplicate_across_each_other() {
-    let Some(url) = std::env::var("FLEETSTREAM_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let Some(url) = conformance::env_or_skip("FLEETSTREAM_TEST_POSTGRES", "scripts/postgres start")
     else {
-        eprintln!("skipped: FLEETSTREAM_TEST_POSTGRES is unset");
         return;
     };
     // A fresh table per run: the throwaway cluster outlives the test.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let table = format!(
-        "fs_lambda_test_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    );
-    let instance = |dir: &std::path::Path| {
-        let mut c = config(dir, None);
-        let mut pg = PostgresStoreConfig::new(url.clone());
-        pg.table = table.clone();
-        c.postgres = Some(pg);
-        c
-    };
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = instance(a.path()).build().await.unwrap();
-    let second = instance(b.path()).build().await.unwrap();
-    let body = FIXTURE;
-    let one = handle(&first, event(body)).await.unwrap();
-    let two = handle(&second, event(body)).await.unwrap();
-    assert_eq!(one.summary.dispatched, 3, "{one:?}");
-    assert_eq!(two.summary.duplicates, 3, "{two:?}");
+    let mut pg = PostgresStoreConfig::new(url);
+    pg.table = conformance::unique_table("fs_lambda_test", '_');
+    two_instances_share_one_store(|c| c.postgres = Some(pg.clone())).await;
 }
 
 #[tokio::test]

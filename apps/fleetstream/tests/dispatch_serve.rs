@@ -9,6 +9,7 @@ use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_lambda::error::BoxError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
+use fleetstream_dispatcher::idempotency::conformance;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -113,6 +114,19 @@ async fn invoke(client: &aws_sdk_lambda::Client, body: &str) -> serde_json::Valu
     serde_json::from_slice(payload).expect("JSON payload")
 }
 
+/// Invokes with `body`, expecting the server to refuse it: the HTTP status and the error.
+async fn refusal(client: &aws_sdk_lambda::Client, body: &str) -> (Option<u16>, InvokeError) {
+    let err = client
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(Blob::new(body.as_bytes()))
+        .send()
+        .await
+        .expect_err("refused");
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    (status, err.into_service_error())
+}
+
 #[tokio::test]
 async fn sdk_invoke_dispatches_once_across_replays_and_restarts() {
     let state = tempfile::tempdir().unwrap();
@@ -152,19 +166,10 @@ async fn malformed_event_is_a_client_error() {
     let lambda = client(&server.endpoint, None).await;
     let bad = EVENT.replacen("VFJLLTAwMDA0Mg==", "%%% not base64 %%%", 1);
     for body in ["{\"records\": [1, 2]", bad.as_str()] {
-        let err = lambda
-            .invoke()
-            .function_name(FUNCTION)
-            .payload(Blob::new(body.as_bytes()))
-            .send()
-            .await
-            .expect_err("rejected");
-        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(400));
+        let (status, err) = refusal(&lambda, body).await;
+        assert_eq!(status, Some(400));
         assert!(
-            matches!(
-                err.as_service_error(),
-                Some(InvokeError::InvalidRequestContentException(_))
-            ),
+            matches!(err, InvokeError::InvalidRequestContentException(_)),
             "{err:?}"
         );
     }
@@ -178,23 +183,9 @@ async fn token_is_enforced() {
     let state = tempfile::tempdir().unwrap();
     let server = start(state.path(), &["--token", "t0ken"]);
     let anonymous = client(&server.endpoint, None).await;
-    let err = anonymous
-        .invoke()
-        .function_name(FUNCTION)
-        .payload(Blob::new(EVENT.as_bytes()))
-        .send()
-        .await
-        .expect_err("rejected without a token");
-    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(401));
+    assert_eq!(refusal(&anonymous, EVENT).await.0, Some(401));
     let wrong = client(&server.endpoint, Some("t0ke")).await;
-    let err = wrong
-        .invoke()
-        .function_name(FUNCTION)
-        .payload(Blob::new(EVENT.as_bytes()))
-        .send()
-        .await
-        .expect_err("rejected with a wrong token");
-    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(401));
+    assert_eq!(refusal(&wrong, EVENT).await.0, Some(401));
     let authorized = client(&server.endpoint, Some("t0ken")).await;
     let ok = invoke(&authorized, EVENT).await;
     assert_eq!(ok["summary"]["dispatched"], 3, "{ok}");
@@ -205,79 +196,43 @@ async fn oversized_event_gets_413() {
     let state = tempfile::tempdir().unwrap();
     let server = start(state.path(), &["--max-body", "1KiB"]);
     let lambda = client(&server.endpoint, None).await;
-    let err = lambda
-        .invoke()
-        .function_name(FUNCTION)
-        .payload(Blob::new(EVENT.as_bytes()))
-        .send()
-        .await
-        .expect_err("too large");
-    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(413));
+    assert_eq!(refusal(&lambda, EVENT).await.0, Some(413));
 }
 
-/// Two servers (separate state dirs, as on two machines) sharing one PostgreSQL store: a batch
-/// dispatched by one is a duplicate at the other. Skipped unless FLEETSTREAM_TEST_POSTGRES holds
-/// a URL (scripts/postgres start).
-#[tokio::test]
-async fn servers_sharing_postgres_deduplicate_across_each_other() {
-    let Some(url) = std::env::var("FLEETSTREAM_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("skipped: FLEETSTREAM_TEST_POSTGRES is unset (scripts/postgres start)");
-        return;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let table = format!(
-        "fs_serve_test_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    );
-    let pg = [
-        "--postgres-url",
-        url.as_str(),
-        "--postgres-table",
-        table.as_str(),
-    ];
+/// Two servers (separate state dirs, as on two machines) started with the same shared-store
+/// flags: a batch dispatched by one is a duplicate at the other, which dispatches nothing.
+async fn two_servers_share_one_store(flags: &[&str]) {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = start(a.path(), &pg);
-    let second = start(b.path(), &pg);
+    let first = start(a.path(), flags);
+    let second = start(b.path(), flags);
     let one = invoke(&client(&first.endpoint, None).await, EVENT).await;
     assert_eq!(one["summary"]["dispatched"], 3, "{one}");
     let two = invoke(&client(&second.endpoint, None).await, EVENT).await;
     assert_eq!(two["summary"]["duplicates"], 3, "{two}");
-    assert!(
-        !b.path().join("dispatched.jsonl").exists()
-            || std::fs::read_to_string(b.path().join("dispatched.jsonl"))
-                .unwrap()
-                .is_empty()
-    );
+    assert_eq!(two["summary"]["dispatched"], 0, "{two}");
 }
 
-/// Two servers sharing one DynamoDB table: a batch dispatched by one is a duplicate at the other.
+/// Skipped unless FLEETSTREAM_TEST_POSTGRES holds a URL (scripts/postgres start).
+#[tokio::test]
+async fn servers_sharing_postgres_deduplicate_across_each_other() {
+    let Some(url) = conformance::env_or_skip("FLEETSTREAM_TEST_POSTGRES", "scripts/postgres start")
+    else {
+        return;
+    };
+    let table = conformance::unique_table("fs_serve_test", '_');
+    two_servers_share_one_store(&["--postgres-url", &url, "--postgres-table", &table]).await;
+}
+
 /// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
 #[tokio::test]
 async fn servers_sharing_dynamodb_deduplicate_across_each_other() {
     use fleetstream_dispatcher::idempotency::{DynamoStore, DynamoStoreConfig};
-    let Some(endpoint) = std::env::var("FLEETSTREAM_TEST_DYNAMODB")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let Some(endpoint) =
+        conformance::env_or_skip("FLEETSTREAM_TEST_DYNAMODB", "scripts/dynamodb start")
     else {
-        eprintln!("skipped: FLEETSTREAM_TEST_DYNAMODB is unset (scripts/dynamodb start)");
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let table = format!(
-        "fs-serve-test-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    );
+    let table = conformance::unique_table("fs-serve-test", '-');
     DynamoStore::create_table(DynamoStoreConfig {
         table: table.clone(),
         endpoint: Some(endpoint.clone()),
@@ -285,19 +240,8 @@ async fn servers_sharing_dynamodb_deduplicate_across_each_other() {
     })
     .await
     .unwrap();
-    let ddb = [
-        "--dynamodb-table",
-        table.as_str(),
-        "--dynamodb-endpoint",
-        endpoint.as_str(),
-    ];
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = start(a.path(), &ddb);
-    let second = start(b.path(), &ddb);
-    let one = invoke(&client(&first.endpoint, None).await, EVENT).await;
-    assert_eq!(one["summary"]["dispatched"], 3, "{one}");
-    let two = invoke(&client(&second.endpoint, None).await, EVENT).await;
-    assert_eq!(two["summary"]["duplicates"], 3, "{two}");
+    two_servers_share_one_store(&["--dynamodb-table", &table, "--dynamodb-endpoint", &endpoint])
+        .await;
 }
 
 /// A shared store that cannot be used stops the server at start-up, naming the flag; two

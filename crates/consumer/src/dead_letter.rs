@@ -177,7 +177,10 @@ mod tests {
         assert_eq!(fields["message"], "dead-lettered", "{text}");
         assert_eq!(fields["message_id"], "abc-7", "{text}");
         assert_eq!(fields["correlation_id"], "corr-1", "{text}");
-        assert_eq!(fields["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{text}");
+        assert_eq!(
+            fields["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{text}"
+        );
         assert_eq!(fields["class"], "not_json", "{text}");
         assert_eq!(fields["source_offset"], 41, "{text}");
     }

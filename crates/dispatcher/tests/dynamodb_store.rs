@@ -10,36 +10,17 @@
 use fleetstream_dispatcher::idempotency::{
     conformance, DynamoStore, DynamoStoreConfig, IdempotencyStore,
 };
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 fn endpoint() -> Option<String> {
-    match std::env::var("FLEETSTREAM_TEST_DYNAMODB") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "skipped: FLEETSTREAM_TEST_DYNAMODB is unset (scripts/dynamodb start, then set it to $(scripts/dynamodb url))"
-            );
-            None
-        }
-    }
+    conformance::env_or_skip("FLEETSTREAM_TEST_DYNAMODB", "scripts/dynamodb start")
 }
 
 /// A table name of its own per test, so tests run in parallel on one endpoint.
 fn config(endpoint: &str) -> DynamoStoreConfig {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     DynamoStoreConfig {
-        table: format!(
-            "fs-test-{}-{}-{}",
-            std::process::id(),
-            nanos % 1_000_000_000,
-            N.fetch_add(1, Ordering::SeqCst)
-        ),
+        table: conformance::unique_table("fs-test", '-'),
         endpoint: Some(endpoint.to_owned()),
         ..DynamoStoreConfig::default()
     }

@@ -9,36 +9,17 @@
 use fleetstream_dispatcher::idempotency::{
     conformance, IdempotencyStore, PostgresStore, PostgresStoreConfig,
 };
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 fn url() -> Option<String> {
-    match std::env::var("FLEETSTREAM_TEST_POSTGRES") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "skipped: FLEETSTREAM_TEST_POSTGRES is unset (scripts/postgres start, then set it to $(scripts/postgres url))"
-            );
-            None
-        }
-    }
+    conformance::env_or_skip("FLEETSTREAM_TEST_POSTGRES", "scripts/postgres start")
 }
 
 /// A table of its own per test, so tests run in parallel on one database.
 fn config(url: &str) -> PostgresStoreConfig {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     let mut c = PostgresStoreConfig::new(url);
-    c.table = format!(
-        "fs_test_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, Ordering::SeqCst)
-    );
+    c.table = conformance::unique_table("fs_test", '_');
     c
 }
 

@@ -3,13 +3,40 @@
 //! `tests/postgres_store.rs` and `tests/dynamodb_store.rs`. A new store passes these first.
 //!
 //! Each check panics with the first answer that breaks the protocol. Built for tests only
-//! (feature `conformance`).
+//! (feature `conformance`), with the helpers the shared-store tests use.
 
 use super::{Begin, IdempotencyStore};
 use crate::targets::MemoryTarget;
 use crate::{BatchRecord, Dispatcher, Outcome, RoutingTable};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The value of `var` (a shared store's URL or endpoint), or `None` after printing why the test
+/// is skipped; `how` says what starts one (`scripts/postgres start`).
+pub fn env_or_skip(var: &str, how: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    if value.is_none() {
+        eprintln!("skipped: {var} is unset ({how}, then set it to its url)");
+    }
+    value
+}
+
+/// A table name no other test or run uses: `prefix`, then the process id, the time and a
+/// counter, joined by `sep` (`_` for PostgreSQL, `-` for DynamoDB).
+pub fn unique_table(prefix: &str, sep: char) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}{sep}{}{sep}{}{sep}{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
 
 /// The single-key protocol: acquire, in progress, conflict, abort, complete, duplicate.
 pub async fn protocol(store: &dyn IdempotencyStore) {

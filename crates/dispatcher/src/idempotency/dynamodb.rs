@@ -84,6 +84,28 @@ where
     StoreError::Database(format!("DynamoDB {what}: {}", describe(&e)))
 }
 
+/// A conditional write's outcome: a failed condition means there was nothing to do.
+fn unless_condition_failed<T, E, R>(
+    r: Result<T, SdkError<E, R>>,
+    what: impl FnOnce() -> String,
+) -> Result<(), StoreError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match r {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .and_then(ProvideErrorMetadata::code)
+                .is_some_and(|c| c == "ConditionalCheckFailedException") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(sdk_err(&what(), e)),
+    }
+}
+
 /// One line: the service's error code and message, or the chain of causes (the SDK's own
 /// `DisplayErrorContext` appends the whole raw response).
 fn describe<E, R>(e: &SdkError<E, R>) -> String
@@ -368,17 +390,8 @@ impl DynamoStore {
             .expression_attribute_values(":ttl", n(ttl_secs))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            // Not in progress (already done, or never begun): nothing to do, as in the others.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_err(&self.what("complete", key), e)),
-        }
+        // Not in progress (already done, or never begun): nothing to do, as in the others.
+        unless_condition_failed(r, || self.what("complete", key))
     }
 
     async fn abort_inner(&self, key: &str) -> Result<(), StoreError> {
@@ -392,17 +405,8 @@ impl DynamoStore {
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            // Done (or absent): an abort never forgets a completed key.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_err(&self.what("abort", key), e)),
-        }
+        // Done (or absent): an abort never forgets a completed key.
+        unless_condition_failed(r, || self.what("abort", key))
     }
 
     /// Runs `op` on every key, [`CONCURRENCY`] at a time, and returns the first error after all

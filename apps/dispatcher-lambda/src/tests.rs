@@ -195,9 +195,7 @@ async fn two_instances_share_one_store(share: impl Fn(&mut LambdaConfig)) {
 /// Skipped unless FLEETSTREAM_TEST_DYNAMODB holds an endpoint (scripts/dynamodb start).
 #[tokio::test]
 async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
-    let Some(endpoint) =
-        conformance::env_or_skip("FLEETSTREAM_TEST_DYNAMODB", "scripts/dynamodb start")
-    else {
+    let Some(endpoint) = conformance::dynamodb_endpoint() else {
         return;
     };
     let ddb = DynamoStoreConfig {
@@ -212,8 +210,7 @@ async fn instances_sharing_dynamodb_deduplicate_across_each_other() {
 /// Skipped unless FLEETSTREAM_TEST_POSTGRES holds a URL (scripts/postgres start).
 #[tokio::test]
 async fn instances_sharing_postgres_deduplicate_across_each_other() {
-    let Some(url) = conformance::env_or_skip("FLEETSTREAM_TEST_POSTGRES", "scripts/postgres start")
-    else {
+    let Some(url) = conformance::postgres_url() else {
         return;
     };
     // A fresh table per run: the throwaway cluster outlives the test.

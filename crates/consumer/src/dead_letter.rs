@@ -41,30 +41,63 @@ impl DeadLetter {
             .filter(|v| !v.is_empty())
     }
 
-    /// Logs the letter with the ids that follow its message (message id, correlation id, trace
-    /// id), so an operator can find it from any of them.
+    /// Logs the letter at debug level (target `fleetstream::dead_letter`) with the ids that
+    /// follow its message (message id, correlation id, trace id), so an operator can find it
+    /// from any of them. The error is cut to [`LOGGED_ERROR_CHARS`]: a schema error quotes the
+    /// event, which should stay in the dead-letter topic rather than the log pipeline.
     pub(crate) fn log(&self, worker: &str) {
         use fleetstream_dispatcher::{
             CORRELATION_ID_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER,
         };
-        tracing::info!(
+        tracing::debug!(
             target: "fleetstream::dead_letter",
             worker,
             dead_letter_topic = %self.topic,
             source_topic = %self.source_topic,
             source_partition = self.source_partition,
             source_offset = self.source_offset,
-            message_id = self.header_str(MESSAGE_ID_HEADER).unwrap_or_default(),
-            correlation_id = self.header_str(CORRELATION_ID_HEADER).unwrap_or_default(),
+            message_id = self.header_str(MESSAGE_ID_HEADER),
+            correlation_id = self.header_str(CORRELATION_ID_HEADER),
             trace_id = self
                 .header_str(TRACEPARENT_HEADER)
-                .and_then(fleetstream_dispatcher::trace_id)
-                .unwrap_or_default(),
+                .and_then(fleetstream_dispatcher::trace_id),
             class = %self.error_class,
-            error = %self.error_message,
+            error = %cut(&self.error_message, LOGGED_ERROR_CHARS),
             attempts = self.attempts,
             "dead-lettered"
         );
+    }
+}
+
+/// How much of a dead letter's error message its log line carries.
+pub const LOGGED_ERROR_CHARS: usize = 200;
+
+/// The first `max` characters of `text`, with `…` when cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
+    }
+}
+
+/// One line per write of dead letters (info, target `fleetstream::dead_letter`): how many, by
+/// class. The per-letter lines with their ids are at debug level, so a batch that dead-letters
+/// every record does not flood the log.
+pub(crate) fn log_written(worker: &str, letters: &[DeadLetter]) {
+    let mut classes = std::collections::BTreeMap::<&str, usize>::new();
+    for l in letters {
+        *classes.entry(l.error_class.as_str()).or_default() += 1;
+    }
+    let classes: Vec<String> = classes.iter().map(|(c, n)| format!("{c}={n}")).collect();
+    tracing::info!(
+        target: "fleetstream::dead_letter",
+        worker,
+        records = letters.len(),
+        classes = %classes.join(","),
+        "dead letters written"
+    );
+    for l in letters {
+        l.log(worker);
     }
 }
 
@@ -161,19 +194,32 @@ mod tests {
                 ),
             ],
             error_class: "not_json".into(),
-            error_message: "expected value at line 1".into(),
+            error_message: format!("invalid type: string \"{}\"", "x".repeat(500)),
             attempts: 1,
         };
         let out = Captured::default();
         let writer = out.clone();
         let subscriber = tracing_subscriber::fmt()
             .json()
+            .with_max_level(tracing::Level::DEBUG)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || letter.log("w1"));
+        let mut anonymous = letter.clone();
+        anonymous.headers.clear();
+        tracing::subscriber::with_default(subscriber, || {
+            log_written("w1", &[letter.clone(), anonymous])
+        });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-        let fields = &line["fields"];
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0]["level"], "INFO", "{text}");
+        assert_eq!(lines[0]["fields"]["records"], 2, "{text}");
+        assert_eq!(lines[0]["fields"]["classes"], "not_json=2", "{text}");
+        let fields = &lines[1]["fields"];
+        assert_eq!(lines[1]["level"], "DEBUG", "{text}");
         assert_eq!(fields["message"], "dead-lettered", "{text}");
         assert_eq!(fields["message_id"], "abc-7", "{text}");
         assert_eq!(fields["correlation_id"], "corr-1", "{text}");
@@ -183,5 +229,32 @@ mod tests {
         );
         assert_eq!(fields["class"], "not_json", "{text}");
         assert_eq!(fields["source_offset"], 41, "{text}");
+        // The error is cut: a schema error quotes the event.
+        let error = fields["error"].as_str().unwrap();
+        assert_eq!(error.chars().count(), LOGGED_ERROR_CHARS + 1, "{error}");
+        assert!(error.ends_with('…'), "{error}");
+        // A letter without the headers has no id fields, not empty ones.
+        let bare = lines[2]["fields"].as_object().unwrap();
+        assert!(
+            !bare.contains_key("message_id") && !bare.contains_key("trace_id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn header_names_match_the_kafka_layer() {
+        use fleetstream_kafka::headers;
+        assert_eq!(
+            fleetstream_dispatcher::MESSAGE_ID_HEADER,
+            headers::MESSAGE_ID
+        );
+        assert_eq!(
+            fleetstream_dispatcher::CORRELATION_ID_HEADER,
+            headers::CORRELATION_ID
+        );
+        assert_eq!(
+            fleetstream_dispatcher::TRACEPARENT_HEADER,
+            headers::TRACEPARENT
+        );
     }
 }

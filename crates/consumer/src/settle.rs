@@ -270,8 +270,8 @@ impl Settler {
         }
         for l in letters {
             self.metrics.record_dead_letter(&l.error_class);
-            l.log(&self.config.worker_id);
         }
+        crate::dead_letter::log_written(&self.config.worker_id, letters);
     }
 
     fn letter(&self, r: BatchRecord, class: &str, message: String, attempts: u32) -> DeadLetter {

@@ -28,15 +28,30 @@ pub struct BatchRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex digits>-<span>-<flags>`): its 32 hex
-/// digits, or `None` when malformed or all zero (invalid in W3C trace context).
+/// The trace id of a W3C `traceparent` (`<version>-<trace id>-<parent id>-<flags>`, lowercase
+/// hex): its 32 digits, or `None` when the header is malformed or an id is all zeros, which W3C
+/// trace context says to ignore. Version `00` has exactly these four fields; later versions
+/// may append more.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
+    fn hex(s: &str, len: usize) -> bool {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+    fn zeros(s: &str) -> bool {
+        s.bytes().all(|b| b == b'0')
+    }
     let mut parts = traceparent.split('-');
-    let (version, trace) = (parts.next()?, parts.next()?);
-    let well_formed = version.len() == 2
-        && trace.len() == 32
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace.bytes().any(|b| b != b'0');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && !zeros(trace)
+        && hex(parent, 16)
+        && !zeros(parent)
+        && hex(flags, 2);
     well_formed.then_some(trace)
 }
 
@@ -141,10 +156,22 @@ mod tests {
         ]);
         assert_eq!(r.correlation_id(), Some("run-7"));
         assert_eq!(r.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        // A later version may append fields.
+        assert_eq!(
+            trace_id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
             "garbage",
         ] {
             let r = record(vec![(TRACEPARENT_HEADER.into(), bad.as_bytes().to_vec())]);

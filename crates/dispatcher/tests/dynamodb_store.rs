@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn endpoint() -> Option<String> {
-    conformance::env_or_skip("FLEETSTREAM_TEST_DYNAMODB", "scripts/dynamodb start")
+    conformance::dynamodb_endpoint()
 }
 
 /// A table name of its own per test, so tests run in parallel on one endpoint.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn url() -> Option<String> {
-    conformance::env_or_skip("FLEETSTREAM_TEST_POSTGRES", "scripts/postgres start")
+    conformance::postgres_url()
 }
 
 /// A table of its own per test, so tests run in parallel on one database.

@@ -13,13 +13,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The value of `var` (a shared store's URL or endpoint), or `None` after printing why the test
-/// is skipped; `how` says what starts one (`scripts/postgres start`).
+/// is skipped; `how` says how to get one (`scripts/postgres start, then
+/// FLEETSTREAM_TEST_POSTGRES=$(scripts/postgres url)`).
 pub fn env_or_skip(var: &str, how: &str) -> Option<String> {
-    let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    let value = std::env::var(var)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
     if value.is_none() {
-        eprintln!("skipped: {var} is unset ({how}, then set it to its url)");
+        eprintln!("skipped: {var} is unset ({how})");
     }
     value
+}
+
+/// [`env_or_skip`] for `FLEETSTREAM_TEST_POSTGRES`.
+pub fn postgres_url() -> Option<String> {
+    env_or_skip(
+        "FLEETSTREAM_TEST_POSTGRES",
+        "scripts/postgres start, then FLEETSTREAM_TEST_POSTGRES=$(scripts/postgres url)",
+    )
+}
+
+/// [`env_or_skip`] for `FLEETSTREAM_TEST_DYNAMODB`.
+pub fn dynamodb_endpoint() -> Option<String> {
+    env_or_skip(
+        "FLEETSTREAM_TEST_DYNAMODB",
+        "scripts/dynamodb start, then FLEETSTREAM_TEST_DYNAMODB=$(scripts/dynamodb url)",
+    )
 }
 
 /// A table name no other test or run uses: `prefix`, then the process id, the time and a

@@ -22,7 +22,9 @@
 use super::{Begin, IdempotencyStore, StoreError, DEFAULT_IN_PROGRESS_TTL};
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
@@ -84,9 +86,11 @@ where
     StoreError::Database(format!("DynamoDB {what}: {}", describe(&e)))
 }
 
-/// A conditional write's outcome: a failed condition means there was nothing to do.
+/// A conditional write's outcome: a failed condition (`condition_failed`, the operation's
+/// `is_conditional_check_failed_exception`) means there was nothing to do.
 fn unless_condition_failed<T, E, R>(
     r: Result<T, SdkError<E, R>>,
+    condition_failed: fn(&E) -> bool,
     what: impl FnOnce() -> String,
 ) -> Result<(), StoreError>
 where
@@ -95,13 +99,7 @@ where
 {
     match r {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .and_then(ProvideErrorMetadata::code)
-                .is_some_and(|c| c == "ConditionalCheckFailedException") =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(()),
         Err(e) => Err(sdk_err(&what(), e)),
     }
 }
@@ -391,7 +389,11 @@ impl DynamoStore {
             .send()
             .await;
         // Not in progress (already done, or never begun): nothing to do, as in the others.
-        unless_condition_failed(r, || self.what("complete", key))
+        unless_condition_failed(
+            r,
+            UpdateItemError::is_conditional_check_failed_exception,
+            || self.what("complete", key),
+        )
     }
 
     async fn abort_inner(&self, key: &str) -> Result<(), StoreError> {
@@ -406,7 +408,11 @@ impl DynamoStore {
             .send()
             .await;
         // Done (or absent): an abort never forgets a completed key.
-        unless_condition_failed(r, || self.what("abort", key))
+        unless_condition_failed(
+            r,
+            DeleteItemError::is_conditional_check_failed_exception,
+            || self.what("abort", key),
+        )
     }
 
     /// Runs `op` on every key, [`CONCURRENCY`] at a time, and returns the first error after all

@@ -289,7 +289,8 @@ fn side_consumer(
         .map_err(|e| crate::error::client_error(&e))
 }
 
-/// `(partition, low, high)` watermarks of every partition of `topic`.
+/// `(partition, low, high)` watermarks of every partition of `topic`; an error when the
+/// metadata reports one for the topic.
 fn watermarks(
     consumer: &BaseConsumer<ErrorCtx>,
     topic: &str,
@@ -299,6 +300,13 @@ fn watermarks(
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| failed(format!("metadata for {topic}: {e}")))?;
+    // A missing topic, or one this principal may not describe, is an error, not an empty one.
+    if let Some(err) = md.topics().iter().find_map(|t| t.error()) {
+        return Err(failed(format!(
+            "topic {topic}: {}",
+            rdkafka::types::RDKafkaErrorCode::from(err)
+        )));
+    }
     let mut out = Vec::new();
     for p in md
         .topics()

@@ -274,3 +274,27 @@ async fn a_flush_returns_with_every_record_reported() {
     assert_eq!(seen.len(), 100);
     assert!(seen.iter().all(|(_, _, ok)| *ok), "{seen:?}");
 }
+
+/// Reading a topic the cluster does not have fails naming it, instead of reading nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_a_missing_topic_fails_naming_it() {
+    let cluster = cluster();
+    let topic = unique("missing");
+    let err =
+        fleetstream_kafka::read_topic_to_end(cluster.connection(), &topic, Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains(&topic) && err.contains("Unknown topic"),
+        "{err}"
+    );
+    let err = fleetstream_kafka::group_lag(
+        cluster.connection(),
+        &unique("g"),
+        std::slice::from_ref(&topic),
+        Duration::from_secs(10),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&topic), "{err}");
+}

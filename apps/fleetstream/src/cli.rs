@@ -89,6 +89,18 @@ pub struct ClusterArgs {
     pub ssl_ca_location: Option<String>,
 }
 
+/// Where OpenTelemetry spans go.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OtlpArgs {
+    /// Export OpenTelemetry spans of sampled records to this OTLP/HTTP collector, e.g.
+    /// http://localhost:4318 (`/v1/traces` is appended). Unset: the standard
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none of them, no spans.
+    /// The producer decides which records are sampled (--trace-sample-ratio) and the flag
+    /// travels in each record's traceparent header.
+    #[arg(long, env = "FLEETSTREAM_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
 /// Which topology.
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
@@ -160,6 +172,13 @@ pub struct DemoArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, env = "FLEETSTREAM_JSON")]
     pub json: Option<PathBuf>,
+    /// OpenTelemetry export.
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    /// Share of messages the producer marks sampled in their traceparent (0..1); workers and
+    /// dispatcher record spans for those only.
+    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
+    pub trace_sample_ratio: f64,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,

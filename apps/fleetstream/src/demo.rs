@@ -17,7 +17,7 @@ use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{headers, read_topic_to_end, Admin, ConsumerSettings, ProducerSettings};
 use fleetstream_obs::LatencySummary;
 use fleetstream_producer::{
-    AckObserver, GeneratorConfig, ProducerMetrics, ProducerReport, RunSpec, SharedRate,
+    AckObserver, GeneratorConfig, ProducerMetrics, ProducerReport, RunOptions, RunSpec, SharedRate,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -147,7 +147,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let table = RoutingTable::from_toml_str(&routes_text, &state_dir)
         .context("in the dispatcher routing file")?;
 
+    // One exporter per component, so a trace shows the three services a record crosses.
+    let trace_ratio = crate::sample_ratio(args.trace_sample_ratio)?;
+    let (ptracer, wtracer, dtracer) = match crate::tracer(&args.otlp, "fleetstream-producer")? {
+        Some(p) => (
+            Some(p),
+            crate::tracer(&args.otlp, "fleetstream-worker")?,
+            crate::tracer(&args.otlp, "fleetstream-dispatcher")?,
+        ),
+        None => (None, None, None),
+    };
     let cluster = connect(&args.cluster)?;
+    crate::announce_tracer(ptracer.as_ref(), Some(trace_ratio));
     let admin = Admin::new(&cluster)?;
     let applied = admin
         .apply(&topology)
@@ -167,10 +178,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         );
     }
 
-    let dispatcher = Arc::new(Dispatcher::new(
-        table,
-        Arc::new(MemoryStore::new(Duration::from_secs(30))),
-    )?);
+    let dispatcher = Arc::new(
+        Dispatcher::new(table, Arc::new(MemoryStore::new(Duration::from_secs(30))))?
+            .with_tracer(dtracer.clone()),
+    );
     let transport: Arc<dyn Transport> = Arc::new(InProcess(dispatcher.clone()));
     let conn = cluster.connection().clone();
     let mut producer_settings = ProducerSettings::new(conn.clone());
@@ -205,7 +216,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
                 &topics,
                 transport.clone(),
                 wmetrics.clone(),
-            )?;
+            )?
+            .with_tracer(wtracer.clone());
             group_stats.push(w.group_stats());
             workers.push(tokio::spawn(w.run(stop_rx.clone())));
         }
@@ -290,7 +302,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         duration: Some(args.duration),
         count: None,
         run_id,
-        options: Default::default(),
+        options: RunOptions {
+            trace_ratio,
+            tracer: ptracer.clone(),
+            ..Default::default()
+        },
     };
     println!(
         "producing for {} at {} msg/s (run {run_id:016x}); Ctrl-C stops early",
@@ -347,6 +363,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let _ = stop_tx.send(true);
     for w in workers {
         w.await.context("worker task")??;
+    }
+    for t in [&ptracer, &wtracer, &dtracer] {
+        crate::shutdown_tracer(t.as_ref());
     }
 
     // The account, id by id: sinks hold the dispatched ids, dead-letter topics the others.

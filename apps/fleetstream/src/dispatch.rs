@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// one; unused otherwise).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// OpenTelemetry export: a `dispatch` span per record the producer sampled.
+    #[command(flatten)]
+    pub otlp: crate::cli::OtlpArgs,
     /// Address to listen on; port 0 picks a free port (printed on the first line of output).
     #[arg(
         long,
@@ -246,8 +249,9 @@ fn kafka_targets(args: &ServeArgs, table: &RoutingTable) -> anyhow::Result<Vec<A
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tracer = crate::tracer(&args.otlp, "fleetstream-dispatcher")?;
     let (dispatcher, store) = build_dispatcher(&args).await?;
-    let dispatcher = Arc::new(dispatcher);
+    let dispatcher = Arc::new(dispatcher.with_tracer(tracer.clone()));
     // Retention housekeeping; the file store also applies it at every start.
     tokio::spawn(async move {
         let mut every = tokio::time::interval(RETENTION_EVERY);
@@ -287,12 +291,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "  invoke:  POST http://{addr}/2015-03-31/functions/<any-name>/invocations"
     );
     let _ = writeln!(out, "  metrics: GET  http://{addr}/metrics");
-    let _ = out.flush();
     drop(out);
+    crate::announce_tracer(tracer.as_ref(), None);
+    let _ = std::io::stdout().flush();
     let app = server::router(dispatcher, config);
     server::serve(listener, app, shutdown_signal())
         .await
         .context("serving")?;
+    crate::shutdown_tracer(tracer.as_ref());
     let _ = writeln!(std::io::stdout(), "fleetstream dispatch serve: stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ use cli::{ClusterArgs, Command, TopicsCommand, TopologyArgs};
 use fleetstream_core::Topology;
 use fleetstream_kafka::config::SecurityProtocol;
 use fleetstream_kafka::{ClusterHandle, ConnectionSettings, Secret};
+use fleetstream_obs::trace::{SampleRatio, TraceError, Tracer};
 
 /// Built-in copy of config/topology.toml.
 pub const DOMAIN_TOPOLOGY: &str = include_str!("../../../config/topology.toml");
@@ -164,6 +165,60 @@ pub fn connection_settings(
     c.sasl_password = args.sasl_password.clone().map(Secret::new);
     c.ssl_ca_location = args.ssl_ca_location.clone();
     Ok(c)
+}
+
+/// The span exporter `--otlp-endpoint` (or the standard `OTEL_EXPORTER_OTLP_*` variables)
+/// asks for, named `service` unless `OTEL_SERVICE_NAME` names it; `None` when none is set.
+/// Call it before connecting, so a bad endpoint fails first; [`announce_tracer`] after the
+/// cluster's banner.
+pub fn tracer(args: &cli::OtlpArgs, service: &str) -> anyhow::Result<Option<Tracer>> {
+    let t = Tracer::from_settings(
+        args.otlp_endpoint.as_deref(),
+        "--otlp-endpoint (FLEETSTREAM_OTLP_ENDPOINT)",
+        service,
+    )
+    .map_err(|e| match e {
+        TraceError::Endpoint { .. } => anyhow::Error::new(ConfigError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    Ok(t)
+}
+
+/// Prints where spans go, if anywhere.
+pub fn announce_tracer(t: Option<&Tracer>, sampling: Option<SampleRatio>) {
+    if let Some(t) = t {
+        match sampling {
+            Some(s) => println!(
+                "tracing: OpenTelemetry spans to {}, {} of messages sampled",
+                t.endpoint(),
+                s.ratio()
+            ),
+            None => println!(
+                "tracing: OpenTelemetry spans to {}, for records the producer sampled",
+                t.endpoint()
+            ),
+        }
+    }
+}
+
+/// The sampling share of `--trace-sample-ratio`, checked.
+pub fn sample_ratio(ratio: f64) -> anyhow::Result<SampleRatio> {
+    SampleRatio::new(ratio).map_err(|e| {
+        ConfigError(format!(
+            "--trace-sample-ratio (FLEETSTREAM_TRACE_SAMPLE_RATIO): {e}"
+        ))
+        .into()
+    })
+}
+
+/// Sends the spans still queued, then stops the exporter. Blocks this worker thread while the
+/// collector answers (a few seconds at most).
+pub fn shutdown_tracer(t: Option<&Tracer>) {
+    if let Some(t) = t {
+        if let Err(e) = tokio::task::block_in_place(|| t.shutdown()) {
+            tracing::warn!(error = %e, "spans not exported");
+        }
+    }
 }
 
 /// Connects to `--bootstrap`, or starts the embedded cluster; prints which on the first line.

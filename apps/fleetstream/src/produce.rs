@@ -132,6 +132,14 @@ pub struct ProduceArgs {
     /// (e.g. 127.0.0.1:9464).
     #[arg(long, env = "FLEETSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// OpenTelemetry export: a `send` span per sampled message, from send to ack.
+    #[command(flatten)]
+    pub otlp: crate::cli::OtlpArgs,
+    /// Share of messages marked sampled in their traceparent header (0..1, default 1 in
+    /// 1,000). Workers and the dispatcher record spans for those only, so this one setting
+    /// decides the volume of the whole pipeline's traces.
+    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
+    pub trace_sample_ratio: f64,
     /// TOML file with the same keys as the flags (`rate = 13000`, `key-strategy = "code"`).
     /// Flags and environment win over it; unknown keys are refused.
     #[arg(long, env = "FLEETSTREAM_CONFIG")]
@@ -430,6 +438,8 @@ fn validate(args: &ProduceArgs) -> anyhow::Result<Plan> {
             Some(p) => RejectSink::File(p.clone()),
             None => RejectSink::DeadLetter,
         },
+        trace_ratio: crate::sample_ratio(args.trace_sample_ratio)?,
+        tracer: None,
     };
     if options.rejects == RejectSink::DeadLetter
         && topology
@@ -585,6 +595,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
 /// Runs `fleetstream produce` with already-layered arguments; returns the summary.
 pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     let plan = validate(&args)?;
+    let tracer = crate::tracer(&args.otlp, "fleetstream-producer")?;
     if args.embedded {
         args.cluster.bootstrap = None;
     }
@@ -616,7 +627,9 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     settings.delivery_timeout = args.delivery_timeout;
     // Statistics once a second feed the retries metric; the cost is one JSON parse a second.
     settings.statistics_interval = Duration::from_secs(1);
-    let spec = (plan.spec_without_cluster)(settings, plan.topology.clone());
+    let mut spec = (plan.spec_without_cluster)(settings, plan.topology.clone());
+    spec.options.tracer = tracer.clone();
+    crate::announce_tracer(tracer.as_ref(), Some(spec.options.trace_ratio));
 
     let metrics = Arc::new(ProducerMetrics::default());
     let recent = Arc::new(RecentRate::default());
@@ -676,6 +689,7 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     if progress.tty && !progress.quiet {
         eprintln!();
     }
+    crate::shutdown_tracer(tracer.as_ref());
     let summary = ProduceSummary {
         cluster: cluster.banner(),
         topology: plan.topology.name().to_string(),

@@ -44,6 +44,10 @@ pub struct WorkerArgs {
     /// Topology selection.
     #[command(flatten)]
     pub topology: TopologyArgs,
+    /// OpenTelemetry export: a `process` span per sampled record (and, in process, a
+    /// `dispatch` span).
+    #[command(flatten)]
+    pub otlp: crate::cli::OtlpArgs,
     /// Consumer group to join; its topics come from the topology. Default: the topology's
     /// [consumer].group (the hybrid topology's high-priority topic has its own group).
     #[arg(long, env = "FLEETSTREAM_GROUP")]
@@ -201,7 +205,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;
 
+    let tracer = crate::tracer(&args.otlp, "fleetstream-worker")?;
     let cluster = connect(&args.cluster)?;
+    crate::announce_tracer(tracer.as_ref(), None);
     check_source_topics(&cluster, &topology, &group, &topics).await?;
     let conn = cluster.connection().clone();
     let transport: Arc<dyn Transport> = match args.transport {
@@ -220,11 +226,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             // `kafka` targets produce to this worker's cluster.
             let kafka = KafkaTarget::for_routes(&table, &ProducerSettings::new(conn.clone()))
                 .context("creating the producers of the kafka targets")?;
-            Arc::new(InProcess(Arc::new(Dispatcher::new_with_targets(
-                table,
-                Arc::new(store),
-                kafka,
-            )?)))
+            Arc::new(InProcess(Arc::new(
+                Dispatcher::new_with_targets(table, Arc::new(store), kafka)?
+                    .with_tracer(tracer.clone()),
+            )))
         }
         TransportKind::Http => {
             let Some(url) = &args.dispatch_url else {
@@ -259,7 +264,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         &topics,
         transport,
         metrics.clone(),
-    )?;
+    )?
+    .with_tracer(tracer.clone());
     println!("worker {worker_id}: group {group} on {}", topics.join(", "));
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(worker.run(stop_rx));
@@ -311,6 +317,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     task.await.context("worker task")??;
+    crate::shutdown_tracer(tracer.as_ref());
 
     let snapshot = metrics.snapshot();
     let lag = {

@@ -2,7 +2,9 @@
 //! id ledger. Embedded cluster by default; a real broker with FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream::cli::{ClusterArgs, DemoArgs, TopologyArgs};
+use fleetstream_testkit::otlp::{Collector, ReceivedSpan, KIND_CONSUMER, KIND_PRODUCER};
 use fleetstream_testkit::{unique_topology, TEST_BOOTSTRAP};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -33,8 +35,117 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
         poison_rate: 0.0,
         drain_timeout: Duration::from_secs(60),
         json: Some(json.to_path_buf()),
+        otlp: Default::default(),
+        trace_sample_ratio: 0.001,
         quiet: true,
     }
+}
+
+/// With an OTLP endpoint, each sampled message is one trace across three services: the
+/// producer's `send` span (send to ack), then the worker's `process` span and the dispatcher's
+/// `dispatch` span as its children, all naming the same partition and offset. Poison that
+/// reaches a worker ends in an error span, and nothing else is exported.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_traces_sampled_messages_across_three_services() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = unique_topology(fleetstream::DOMAIN_TOPOLOGY);
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, text).unwrap();
+    let mut args = demo_args(&topo, &dir.path().join("s.json"));
+    args.duration = Duration::from_secs(2);
+    args.rate = 1_500.0;
+    args.poison_rate = 0.2;
+    args.trace_sample_ratio = 0.05;
+    args.otlp.otlp_endpoint = Some(collector.url().to_string());
+    let s = fleetstream::demo::run(args).await.unwrap();
+    assert_eq!(s.lost, 0, "{:?}", s.lost_sample);
+
+    let spans = collector.spans();
+    let of = |service: &str| -> Vec<&ReceivedSpan> {
+        spans.iter().filter(|x| x.service == service).collect()
+    };
+    let (sends, processes, dispatches) = (
+        of("fleetstream-producer"),
+        of("fleetstream-worker"),
+        of("fleetstream-dispatcher"),
+    );
+    assert_eq!(
+        sends.len() + processes.len() + dispatches.len(),
+        spans.len(),
+        "only the three services export"
+    );
+    // The ratio is applied per message by a hash of its sequence number.
+    let share = sends.len() as f64 / s.acked as f64;
+    assert!(
+        (0.03..0.07).contains(&share),
+        "{} send spans for {} acked messages",
+        sends.len(),
+        s.acked
+    );
+    let by_id: BTreeMap<u64, &ReceivedSpan> = sends.iter().map(|x| (x.span_id, *x)).collect();
+    for send in &sends {
+        assert_eq!(send.kind, KIND_PRODUCER);
+        assert_eq!(send.parent, None, "the producer starts each trace");
+        assert!(send.name.starts_with("send "), "{send:?}");
+        assert!(send.end_ns >= send.start_ns);
+        assert!(
+            send.attributes.contains_key("messaging.kafka.offset"),
+            "acked: {send:?}"
+        );
+    }
+    let mut dead_lettered = 0;
+    for child in processes.iter().chain(&dispatches) {
+        assert_eq!(child.kind, KIND_CONSUMER);
+        let send = child
+            .parent
+            .and_then(|p| by_id.get(&p))
+            .unwrap_or_else(|| panic!("no send span is the parent of {child:?}"));
+        assert_eq!(child.trace_id, send.trace_id);
+        for key in [
+            "messaging.destination.name",
+            "messaging.destination.partition.id",
+            "messaging.kafka.offset",
+        ] {
+            assert_eq!(child.attributes[key], send.attributes[key], "{key}");
+        }
+        if child.error.is_some() {
+            dead_lettered += 1;
+        }
+    }
+    // Every sampled message was processed by a worker; those it did not dead-letter were
+    // dispatched, with the message id the producer gave them.
+    for send in &sends {
+        let processed: Vec<_> = processes
+            .iter()
+            .filter(|p| p.parent == Some(send.span_id))
+            .collect();
+        assert!(!processed.is_empty(), "never processed: {send:?}");
+        if processed.iter().all(|p| p.error.is_none()) {
+            let d = dispatches
+                .iter()
+                .find(|d| d.parent == Some(send.span_id))
+                .unwrap_or_else(|| panic!("never dispatched: {send:?}"));
+            assert_eq!(
+                d.attributes["messaging.message.id"],
+                send.attributes["messaging.message.id"]
+            );
+            assert_eq!(d.attributes["fleetstream.outcome"], "dispatched");
+        } else {
+            let p = processed.iter().find(|p| p.error.is_some()).unwrap();
+            assert_eq!(p.attributes["fleetstream.outcome"], "dead_letter");
+        }
+    }
+    eprintln!(
+        "{} sent, {} processed ({dead_lettered} dead-lettered), {} dispatched spans",
+        sends.len(),
+        processes.len(),
+        dispatches.len()
+    );
+    assert!(
+        dead_lettered > 0,
+        "20% poison among ~150 sampled messages: some reach a worker and are dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,7 +73,7 @@ impl DeadLetter {
 pub const LOGGED_ERROR_CHARS: usize = 200;
 
 /// The first `max` characters of `text`, with `…` when cut.
-fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &text[..at]).into(),
         None => text.into(),

@@ -8,6 +8,7 @@ use crate::transport::{Transport, TransportError};
 use fleetstream_core::TelemetryEvent;
 use fleetstream_dispatcher::{BatchRecord, Outcome};
 use fleetstream_kafka::{headers, ConsumedRecord, GroupConsumer};
+use fleetstream_obs::trace::{KeyValue, SpanKind, TraceParent, Tracer};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +29,15 @@ pub(crate) struct Settler {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) dead_letter_topics: BTreeMap<String, String>,
+    pub(crate) tracer: Option<Tracer>,
+}
+
+/// A sampled record whose `process` span is recorded once its batch is settled.
+struct Traced {
+    parent: TraceParent,
+    topic: String,
+    partition: i32,
+    offset: i64,
 }
 
 impl Settler {
@@ -39,6 +49,11 @@ impl Settler {
             return;
         }
         self.metrics.record_batch(batch.len(), opened.elapsed());
+        let batch_len = batch.len();
+        let traced: Vec<Traced> = match self.tracer {
+            Some(_) => batch.iter().filter_map(traced).collect(),
+            None => Vec::new(),
+        };
         let mut letters: Vec<DeadLetter> = Vec::new();
         let mut valid: Vec<BatchRecord> = Vec::with_capacity(batch.len());
         let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -87,6 +102,69 @@ impl Settler {
                 // The partition moved to another member: it re-delivers from the last commit.
                 tracing::debug!(%topic, partition, error = %e, "offset not stored");
             }
+        }
+        if let Some(tracer) = &self.tracer {
+            self.trace_settled(tracer, traced, &letters, (opened, batch_len));
+        }
+    }
+
+    /// One `process <topic>` span per sampled record, child of the producer's span, from the
+    /// moment its batch opened to the moment it was settled; a dead-lettered record's span is
+    /// marked as an error with the dead letter's class and message.
+    fn trace_settled(
+        &self,
+        tracer: &Tracer,
+        traced: Vec<Traced>,
+        letters: &[DeadLetter],
+        (opened, batch_len): (Instant, usize),
+    ) {
+        let end = SystemTime::now();
+        let start = end.checked_sub(opened.elapsed()).unwrap_or(end);
+        for t in traced {
+            let letter = letters.iter().find(|l| {
+                l.source_offset == t.offset
+                    && l.source_partition == t.partition
+                    && l.source_topic == t.topic
+            });
+            let mut attributes = vec![
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", t.topic.clone()),
+                KeyValue::new(
+                    "messaging.destination.partition.id",
+                    t.partition.to_string(),
+                ),
+                KeyValue::new("messaging.kafka.offset", t.offset),
+                KeyValue::new("messaging.batch.message_count", batch_len as i64),
+                KeyValue::new("fleetstream.worker_id", self.config.worker_id.clone()),
+                KeyValue::new(
+                    "fleetstream.outcome",
+                    if letter.is_some() {
+                        "dead_letter"
+                    } else {
+                        "settled"
+                    },
+                ),
+            ];
+            let error = letter.map(|l| {
+                attributes.push(KeyValue::new("error.type", l.error_class.clone()));
+                format!(
+                    "{}: {}",
+                    l.error_class,
+                    crate::dead_letter::cut(
+                        &l.error_message,
+                        crate::dead_letter::LOGGED_ERROR_CHARS
+                    )
+                )
+            });
+            tracer.record(
+                format!("process {}", t.topic),
+                SpanKind::Consumer,
+                &t.parent,
+                (start, end),
+                attributes,
+                error,
+            );
         }
     }
 
@@ -293,6 +371,21 @@ impl Settler {
             attempts,
         }
     }
+}
+
+/// The record's sampled `traceparent`, with where it was read from.
+fn traced(r: &ConsumedRecord) -> Option<Traced> {
+    let parent = r
+        .header(headers::TRACEPARENT)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(TraceParent::parse)
+        .filter(|p| p.sampled)?;
+    Some(Traced {
+        parent,
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+    })
 }
 
 fn to_batch_record(r: ConsumedRecord) -> BatchRecord {

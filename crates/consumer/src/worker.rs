@@ -20,6 +20,7 @@ use fleetstream_core::Topology;
 use fleetstream_kafka::{
     ConsumedRecord, ConsumerSettings, GroupConsumer, GroupStats, KafkaError, ProducerSettings,
 };
+use fleetstream_obs::trace::Tracer;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,11 +82,22 @@ impl Worker {
             transport,
             metrics,
             dead_letter_topics,
+            tracer: None,
         };
         Ok(Worker {
             settler: Arc::new(settler),
             consumer,
         })
+    }
+
+    /// Records a `process <topic>` span for each settled record whose `traceparent` says
+    /// sampled (see [`fleetstream_obs::trace`]).
+    pub fn with_tracer(mut self, tracer: Option<Tracer>) -> Self {
+        // The settler is shared only once `run` starts, so this is its only handle.
+        if let Some(settler) = Arc::get_mut(&mut self.settler) {
+            settler.tracer = tracer;
+        }
+        self
     }
 
     /// Partition assignment counters of this member.

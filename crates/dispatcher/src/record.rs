@@ -1,5 +1,7 @@
 //! The dispatcher's own record type: one Kafka record, independent of any client library.
 
+use fleetstream_obs::trace::TraceParent;
+
 /// Header carrying the producer's unique message id. It is set once when the producer creates
 /// the message, so it survives producer retries and consumer redeliveries alike.
 pub const MESSAGE_ID_HEADER: &str = "fs-message-id";
@@ -28,31 +30,11 @@ pub struct BatchRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// The trace id of a W3C `traceparent` (`<version>-<trace id>-<parent id>-<flags>`, lowercase
-/// hex): its 32 digits, or `None` when the header is malformed or an id is all zeros, which W3C
-/// trace context says to ignore. Version `00` has exactly these four fields; later versions
-/// may append more.
+/// The trace id of a W3C `traceparent`: its 32 lowercase hex digits, or `None` when the header
+/// is malformed or an id is all zeros, which W3C trace context says to ignore
+/// ([`TraceParent::parse`]).
 pub fn trace_id(traceparent: &str) -> Option<&str> {
-    fn hex(s: &str, len: usize) -> bool {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    }
-    fn zeros(s: &str) -> bool {
-        s.bytes().all(|b| b == b'0')
-    }
-    let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let well_formed = hex(version, 2)
-        && version != "ff"
-        && (version != "00" || parts.next().is_none())
-        && hex(trace, 32)
-        && !zeros(trace)
-        && hex(parent, 16)
-        && !zeros(parent)
-        && hex(flags, 2);
-    well_formed.then_some(trace)
+    TraceParent::parse(traceparent).and_then(|_| traceparent.get(3..35))
 }
 
 impl BatchRecord {
@@ -84,6 +66,12 @@ impl BatchRecord {
     /// The W3C trace id of a well-formed `traceparent` header ([`trace_id`]).
     pub fn trace_id(&self) -> Option<&str> {
         trace_id(self.header_str(TRACEPARENT_HEADER)?)
+    }
+
+    /// The well-formed `traceparent` header, parsed: the producer's span and its sampling
+    /// decision.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        TraceParent::parse(self.header_str(TRACEPARENT_HEADER)?)
     }
 
     /// The key the idempotency store deduplicates on: the message id, else

@@ -10,10 +10,11 @@ use crate::targets::{
     Delivery, HttpTarget, JsonlTarget, LogTarget, MemoryTarget, Target, TargetError,
 };
 use aws_lambda_events::event::kafka::KafkaEvent;
-use fleetstream_core::{Code, TelemetryEvent};
+use fleetstream_core::{extract_code, Code, TelemetryEvent};
+use fleetstream_obs::trace::{KeyValue, SpanKind, Tracer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 /// A target could not be built from the routing table.
@@ -53,6 +54,7 @@ pub struct Dispatcher {
     memory: HashMap<String, Arc<MemoryTarget>>,
     limit: Option<Semaphore>,
     metrics: Arc<DispatchMetrics>,
+    tracer: Option<Tracer>,
 }
 
 // Workers share one dispatcher: keep it `Send + Sync` (a compile error here otherwise).
@@ -68,6 +70,65 @@ impl std::fmt::Debug for Dispatcher {
         f.debug_struct("Dispatcher")
             .field("targets", &names)
             .finish_non_exhaustive()
+    }
+}
+
+/// One span per sampled record: where it came from, how long after it was written to Kafka its
+/// dispatch began, and its outcome (failed and conflicting records are marked as errors).
+fn trace_records(
+    tracer: &Tracer,
+    records: &[BatchRecord],
+    results: &[RecordResult],
+    started: SystemTime,
+) {
+    let ended = SystemTime::now();
+    let started_ms = started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (record, result) in records.iter().zip(results) {
+        let Some(parent) = record.trace_parent().filter(|p| p.sampled) else {
+            continue;
+        };
+        let mut attributes = vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", record.topic.clone()),
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                record.partition.to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", record.offset),
+            KeyValue::new("fleetstream.outcome", result.outcome.metric_label()),
+        ];
+        if let Some(id) = &result.message_id {
+            attributes.push(KeyValue::new("messaging.message.id", id.clone()));
+        }
+        if let Ok(code) = extract_code(&record.value) {
+            attributes.push(KeyValue::new("fleetstream.codigo", i64::from(code.0)));
+        }
+        if record.timestamp_ms >= 0 {
+            attributes.push(KeyValue::new(
+                "fleetstream.kafka_to_dispatch_ms",
+                (started_ms - record.timestamp_ms).max(0),
+            ));
+        }
+        let error = match &result.outcome {
+            Outcome::Failed { reason, .. } => Some(reason.clone()),
+            Outcome::Conflict => Some("message id reused with a different payload".into()),
+            Outcome::Skipped { reason } => {
+                attributes.push(KeyValue::new("fleetstream.reason", reason.clone()));
+                None
+            }
+            Outcome::Dispatched | Outcome::Duplicate => None,
+        };
+        tracer.record(
+            format!("dispatch {}", record.topic),
+            SpanKind::Consumer,
+            &parent,
+            (started, ended),
+            attributes,
+            error,
+        );
     }
 }
 
@@ -199,6 +260,7 @@ impl Dispatcher {
             memory,
             limit: None,
             metrics: Arc::new(DispatchMetrics::default()),
+            tracer: None,
         })
     }
 
@@ -213,6 +275,13 @@ impl Dispatcher {
     /// At most `max` dispatches run at once; the rest wait (like Lambda reserved concurrency).
     pub fn with_concurrency_limit(mut self, max: usize) -> Self {
         self.limit = Some(Semaphore::new(max.max(1)));
+        self
+    }
+
+    /// Records a `dispatch <topic>` span for each record whose `traceparent` says sampled, as a
+    /// child of the producer's span, from the start of its batch's dispatch to its outcome.
+    pub fn with_tracer(mut self, tracer: Option<Tracer>) -> Self {
+        self.tracer = tracer;
         self
     }
 
@@ -249,6 +318,7 @@ impl Dispatcher {
     /// Never fails as a whole: each record gets an [`Outcome`]. The caller may commit offsets
     /// only up to the first record that is not [`Outcome::is_settled`].
     pub async fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchResponse {
+        let started = SystemTime::now();
         let _permit = match &self.limit {
             Some(semaphore) => semaphore.acquire().await.ok(),
             None => None,
@@ -318,7 +388,7 @@ impl Dispatcher {
             let _ = self.store.abort_many(&release).await;
         }
         held.clear();
-        let results = records
+        let results: Vec<RecordResult> = records
             .iter()
             .zip(outcomes)
             .map(|(r, o)| {
@@ -332,6 +402,9 @@ impl Dispatcher {
             })
             .collect();
         self.metrics.merge(metrics);
+        if let Some(tracer) = &self.tracer {
+            trace_records(tracer, &records, &results, started);
+        }
         let response = DispatchResponse::from_results(results);
         tracing::debug!(summary = ?response.summary, "batch dispatched");
         response

@@ -34,18 +34,3 @@ pub mod dead_letter {
 pub fn parse_u64(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
-
-/// A W3C `traceparent` for a fresh trace: version 00, sampled.
-pub fn traceparent(trace_id: u128, span_id: u64) -> String {
-    format!("00-{trace_id:032x}-{span_id:016x}-01")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn traceparent_has_the_w3c_shape() {
-        let t = super::traceparent(0xabc, 0x1);
-        assert_eq!(t.len(), 55);
-        assert_eq!(t, "00-00000000000000000000000000000abc-0000000000000001-01");
-    }
-}

@@ -13,6 +13,7 @@
 pub mod dispatch;
 pub mod producer;
 pub mod prometheus;
+pub mod trace;
 pub mod worker;
 
 use hdrhistogram::Histogram;

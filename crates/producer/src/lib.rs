@@ -30,5 +30,7 @@ pub use generator::{
 pub use metrics::{AckLatency, AckObserver, ProducerMetrics, SendMeta};
 pub use rate::{Ramp, SharedRate};
 pub use rejects::{reject_class, RejectSink};
-pub use run::{run, ProducerError, ProducerReport, RunOptions, RunSpec};
+pub use run::{
+    run, ProducerError, ProducerReport, RunOptions, RunSpec, DEFAULT_TRACE_SAMPLE_RATIO,
+};
 pub use source::SourceSpec;

@@ -3,6 +3,7 @@
 
 use fleetstream_kafka::{DeliveryHandler, DeliveryReport};
 use fleetstream_obs::prometheus::{Exposition, HistogramSample};
+use fleetstream_obs::trace::{KeyValue, Span};
 use fleetstream_obs::{LatencyHistogram, LatencySummary};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ pub struct SendMeta {
     pub bytes: u32,
     /// A rejected event written to the dead-letter topic (counted apart from `sent`/`acked`).
     pub dead_letter: bool,
+    /// The OpenTelemetry span of a sampled message, ended by its delivery report.
+    pub span: Option<Box<Span>>,
 }
 
 /// Everything an ack updates, under one lock (one lock per delivery report, not two).
@@ -326,6 +329,9 @@ impl DeliveryHandler for ProducerMetrics {
             }
             return;
         }
+        if let Some(span) = meta.span {
+            end_send_span(*span, &report);
+        }
         match report.result {
             Ok(()) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +360,25 @@ impl DeliveryHandler for ProducerMetrics {
     }
 }
 
+/// Ends a sampled message's span with where it landed, or why it did not.
+fn end_send_span(span: Span, report: &DeliveryReport<'_>) {
+    let mut attributes = vec![KeyValue::new(
+        "messaging.destination.partition.id",
+        report.partition.to_string(),
+    )];
+    let error = match &report.result {
+        Ok(()) => {
+            attributes.push(KeyValue::new("messaging.kafka.offset", report.offset));
+            None
+        }
+        Err(failure) => {
+            attributes.push(KeyValue::new("error.type", failure.class));
+            Some(failure.message.clone())
+        }
+    };
+    span.end(attributes, error);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +392,7 @@ mod tests {
             intended: now,
             bytes: 200,
             dead_letter: false,
+            span: None,
         };
         m.delivered(
             meta,

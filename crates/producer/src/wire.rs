@@ -1,6 +1,8 @@
 //! Header values written without the formatting machinery: the send loop builds five headers per
 //! message, and at a million messages a second `format!` shows in profiles.
 
+use fleetstream_obs::trace::TraceParent;
+
 /// Decimal digits of `v` in `buf`; returns the written tail.
 pub(crate) fn decimal(v: u64, buf: &mut [u8; 20]) -> &[u8] {
     fleetstream_core::digits::decimal_padded(v, 1, buf)
@@ -14,13 +16,13 @@ fn hex_into(v: u128, out: &mut [u8]) {
     }
 }
 
-/// W3C `traceparent` (`00-<trace>-<span>-01`), as `fleetstream_kafka::headers::traceparent`.
-pub(crate) fn traceparent(trace_id: u128, span_id: u64, out: &mut [u8; 55]) {
+/// W3C `traceparent` (`00-<trace>-<span>-<flags>`), as `TraceParent`'s `Display` writes it.
+pub(crate) fn traceparent(t: &TraceParent, out: &mut [u8; 55]) {
     out[..3].copy_from_slice(b"00-");
-    hex_into(trace_id, &mut out[3..35]);
+    hex_into(t.trace_id, &mut out[3..35]);
     out[35] = b'-';
-    hex_into(u128::from(span_id), &mut out[36..52]);
-    out[52..].copy_from_slice(b"-01");
+    hex_into(u128::from(t.span_id), &mut out[36..52]);
+    out[52..].copy_from_slice(if t.sampled { b"-01" } else { b"-00" });
 }
 
 /// Message ids of one run: `<run as 16 hex digits>-<seq>` (`fleetstream_core::MessageId`'s
@@ -57,7 +59,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn fast_writers_match_the_canonical_forms(run: u64, seq: u64, trace: u128, span: u64) {
+        fn fast_writers_match_the_canonical_forms(run: u64, seq: u64, trace_id: u128, span_id: u64, sampled: bool) {
             let mut w = IdWriter::new(run);
             let want = canonical(run, seq);
             prop_assert_eq!(w.id(seq), want.as_bytes());
@@ -65,9 +67,9 @@ mod tests {
             let want = seq.to_string();
             prop_assert_eq!(decimal(seq, &mut d), want.as_bytes());
             let mut t = [0u8; 55];
-            traceparent(trace, span, &mut t);
-            let want = fleetstream_kafka::headers::traceparent(trace, span);
-            prop_assert_eq!(&t[..], want.as_bytes());
+            let tp = TraceParent { trace_id, span_id, sampled };
+            traceparent(&tp, &mut t);
+            prop_assert_eq!(&t[..], tp.to_string().as_bytes());
         }
     }
 }

@@ -5,6 +5,8 @@
 //! [`unique`] gives random names so tests never share topics or groups.
 #![warn(missing_docs)]
 
+pub mod otlp;
+
 use fleetstream_core::Topology;
 use fleetstream_kafka::{ClusterHandle, ConnectionSettings};
 

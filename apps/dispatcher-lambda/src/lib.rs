@@ -21,6 +21,10 @@
 //!   (Lambda's maximum timeout). Set it a little above the function's timeout: a marker left by
 //!   an invocation that timed out blocks redeliveries of its records (reported `in_progress`,
 //!   retriable) until it expires.
+//! - `FLEETSTREAM_OTLP_ENDPOINT`: an OTLP/HTTP collector (the ADOT Lambda layer's is
+//!   `http://localhost:4318`); the standard `OTEL_EXPORTER_OTLP_ENDPOINT` works too. The
+//!   function then records a `dispatch` span for each record the producer sampled, and sends
+//!   them before each invocation returns: Lambda freezes the sandbox between invocations.
 //!
 //! Idempotency: by default a [`FileStore`] under `/tmp`. Each Lambda execution environment has
 //! its own `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so
@@ -36,6 +40,7 @@ use fleetstream_dispatcher::idempotency::{
     PostgresStoreConfig, StoreError,
 };
 use fleetstream_dispatcher::{BatchItemFailure, Dispatcher, RoutesError, RoutingTable, Summary};
+use fleetstream_obs::trace::{TraceError, Tracer};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -67,6 +72,9 @@ pub enum StartError {
         /// What is wrong.
         message: String,
     },
+    /// The span exporter could not be set up.
+    #[error("tracing: {0}")]
+    Tracing(#[from] TraceError),
     /// The Lambda runtime failed (e.g. not running inside Lambda or an emulator).
     #[error("lambda runtime: {0}")]
     Runtime(String),
@@ -109,12 +117,15 @@ pub struct LambdaConfig {
     pub postgres: Option<PostgresStoreConfig>,
     /// The shared DynamoDB store, if configured.
     pub dynamodb: Option<DynamoStoreConfig>,
+    /// OTLP/HTTP collector for spans; unset: the standard `OTEL_EXPORTER_OTLP_*` variables, if
+    /// any.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl LambdaConfig {
     /// Reads `FLEETSTREAM_ROUTES`, `FLEETSTREAM_STATE_DIR`, `FLEETSTREAM_RETENTION`,
     /// `FLEETSTREAM_POSTGRES_URL`, `FLEETSTREAM_POSTGRES_TABLE`, `FLEETSTREAM_DYNAMODB_TABLE`,
-    /// `FLEETSTREAM_DYNAMODB_ENDPOINT`, `FLEETSTREAM_IN_PROGRESS_TTL`.
+    /// `FLEETSTREAM_DYNAMODB_ENDPOINT`, `FLEETSTREAM_IN_PROGRESS_TTL`, `FLEETSTREAM_OTLP_ENDPOINT`.
     pub fn from_env() -> Result<Self, StartError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -178,6 +189,7 @@ impl LambdaConfig {
             state_dir: non_empty("FLEETSTREAM_STATE_DIR")
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
             retention,
+            otlp_endpoint: non_empty("FLEETSTREAM_OTLP_ENDPOINT"),
         })
     }
 
@@ -199,7 +211,12 @@ impl LambdaConfig {
                 },
             )?),
         };
-        Ok(Dispatcher::new(table, store)?)
+        let tracer = Tracer::from_settings(
+            self.otlp_endpoint.as_deref(),
+            "FLEETSTREAM_OTLP_ENDPOINT",
+            "fleetstream-dispatcher",
+        )?;
+        Ok(Dispatcher::new(table, store)?.with_tracer(tracer))
     }
 }
 
@@ -238,6 +255,13 @@ pub async fn handle(
     })?;
     let count = records.len();
     let response = dispatcher.dispatch(records).await;
+    if let Some(tracer) = dispatcher.tracer().cloned() {
+        // Lambda freezes the sandbox once the invocation returns: send the spans now.
+        let flushed = tokio::task::spawn_blocking(move || tracer.flush()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(request_id = %request_id, error = %e, "spans not exported");
+        }
+    }
     let s = response.summary;
     tracing::info!(
         request_id = %request_id,

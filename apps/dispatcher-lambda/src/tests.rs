@@ -21,7 +21,58 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
         retention: Duration::from_secs(3600),
         postgres: None,
         dynamodb: None,
+        otlp_endpoint: None,
     }
+}
+
+/// The fixture with a `traceparent` on its first record (sampled) and second (not sampled).
+fn traced_fixture() -> String {
+    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    let header = |tp: &str| {
+        let bytes: Vec<i64> = tp.bytes().map(|b| i64::from(b as i8)).collect();
+        serde_json::json!({ "traceparent": bytes })
+    };
+    let records = v["records"]["mt-c300-1"].as_array_mut().unwrap();
+    records[0]["headers"].as_array_mut().unwrap().push(header(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ));
+    records[1]["headers"].as_array_mut().unwrap().push(header(
+        "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-00",
+    ));
+    v.to_string()
+}
+
+/// Each invocation sends its spans before it returns (a frozen sandbox sends nothing): the
+/// collector has the sampled record's span as soon as `handle` answers, with no shutdown.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_of_sampled_records_are_sent_before_the_invocation_returns() {
+    let collector = fleetstream_obs::collector::Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(
+        dir.path(),
+        Some("default = [\"sink\"]\n[targets.sink]\nkind = \"memory\"\n"),
+    );
+    c.otlp_endpoint = Some(collector.url().to_string());
+    let dispatcher = c.build().await.unwrap();
+    let r = handle(&dispatcher, event(&traced_fixture())).await.unwrap();
+    assert_eq!(r.summary.dispatched, 3);
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "only the sampled record: {spans:#?}");
+    let s = &spans[0];
+    assert_eq!(s.service, "fleetstream-dispatcher");
+    assert_eq!(s.name, "dispatch mt-c300");
+    assert_eq!(s.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+    assert_eq!(s.parent, Some(0xb7ad6b7169203331));
+    assert_eq!(s.attributes["messaging.kafka.offset"], "15");
+    assert_eq!(s.attributes["messaging.message.id"], "msg-0001");
+    assert_eq!(s.attributes["fleetstream.outcome"], "dispatched");
+    assert_eq!(s.attributes["fleetstream.codigo"], "300");
+    assert_eq!(s.error, None);
+    // A redelivery is a duplicate, and its span says so.
+    handle(&dispatcher, event(&traced_fixture())).await.unwrap();
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[1].attributes["fleetstream.outcome"], "duplicate");
 }
 
 #[tokio::test]
@@ -114,10 +165,13 @@ fn config_comes_from_the_environment() {
         "FLEETSTREAM_ROUTES" => Some("/var/task/routes.toml".into()),
         "FLEETSTREAM_STATE_DIR" => Some("/tmp/x".into()),
         "FLEETSTREAM_RETENTION" => Some("36h".into()),
+        "FLEETSTREAM_OTLP_ENDPOINT" => Some("http://localhost:4318".into()),
         _ => None,
     })
     .unwrap();
     assert_eq!(set.routes, Some(PathBuf::from("/var/task/routes.toml")));
+    assert_eq!(set.otlp_endpoint.as_deref(), Some("http://localhost:4318"));
+    assert_eq!(empty.otlp_endpoint, None);
     assert_eq!(set.retention, Duration::from_secs(36 * 3600));
     let bad = LambdaConfig::from_lookup(|name| {
         (name == "FLEETSTREAM_RETENTION").then(|| "soon".to_owned())
@@ -217,6 +271,16 @@ async fn instances_sharing_postgres_deduplicate_across_each_other() {
     let mut pg = PostgresStoreConfig::new(url);
     pg.table = conformance::unique_table("fs_lambda_test", '_');
     two_instances_share_one_store(|c| c.postgres = Some(pg.clone())).await;
+}
+
+#[tokio::test]
+async fn an_unusable_otlp_endpoint_is_a_start_error_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), None);
+    c.otlp_endpoint = Some("https://collector.example:4318".into());
+    let e = c.build().await.unwrap_err().to_string();
+    assert!(e.starts_with("tracing: FLEETSTREAM_OTLP_ENDPOINT: "), "{e}");
+    assert!(e.contains("plain HTTP"), "{e}");
 }
 
 #[tokio::test]

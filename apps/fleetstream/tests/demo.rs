@@ -2,7 +2,7 @@
 //! id ledger. Embedded cluster by default; a real broker with FLEETSTREAM_TEST_BOOTSTRAP.
 
 use fleetstream::cli::{ClusterArgs, DemoArgs, TopologyArgs};
-use fleetstream_testkit::otlp::{Collector, ReceivedSpan, KIND_CONSUMER, KIND_PRODUCER};
+use fleetstream_obs::collector::{Collector, ReceivedSpan, KIND_CONSUMER, KIND_PRODUCER};
 use fleetstream_testkit::{unique_topology, TEST_BOOTSTRAP};
 use std::collections::BTreeMap;
 use std::process::Command;

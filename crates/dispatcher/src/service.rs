@@ -285,6 +285,11 @@ impl Dispatcher {
         self
     }
 
+    /// The span exporter set by [`Dispatcher::with_tracer`], if any.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
+    }
+
     /// The `memory` target called `name`, to count effects.
     pub fn memory_target(&self, name: &str) -> Option<Arc<MemoryTarget>> {
         self.memory.get(name).cloned()

@@ -10,6 +10,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "collector")]
+pub mod collector;
 pub mod dispatch;
 pub mod producer;
 pub mod prometheus;

@@ -1,7 +1,7 @@
 //! Spans reach an OTLP/HTTP collector with the ids, parents, times and attributes given.
 
+use fleetstream_obs::collector::{Collector, KIND_CONSUMER, KIND_PRODUCER};
 use fleetstream_obs::trace::{KeyValue, SpanKind, TraceParent, Tracer};
-use fleetstream_testkit::otlp::{Collector, KIND_CONSUMER, KIND_PRODUCER};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[test]

@@ -5,8 +5,6 @@
 //! [`unique`] gives random names so tests never share topics or groups.
 #![warn(missing_docs)]
 
-pub mod otlp;
-
 use fleetstream_core::Topology;
 use fleetstream_kafka::{ClusterHandle, ConnectionSettings};
 

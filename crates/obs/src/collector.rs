@@ -1,5 +1,5 @@
 //! A test OTLP/HTTP collector: accepts `POST /v1/traces` with protobuf bodies, as the
-//! OpenTelemetry exporter sends them, and keeps every span it decodes.
+//! OpenTelemetry exporter sends them, and keeps every span it decodes. Feature `collector`.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;

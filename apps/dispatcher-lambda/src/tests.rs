@@ -27,19 +27,16 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
 
 /// The fixture with a `traceparent` on its first record (sampled) and second (not sampled).
 fn traced_fixture() -> String {
-    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
-    let header = |tp: &str| {
-        let bytes: Vec<i64> = tp.bytes().map(|b| i64::from(b as i8)).collect();
-        serde_json::json!({ "traceparent": bytes })
-    };
-    let records = v["records"]["mt-c300-1"].as_array_mut().unwrap();
-    records[0]["headers"].as_array_mut().unwrap().push(header(
+    use fleetstream_dispatcher::event::{decode_event_json, to_event_json};
+    let mut records = decode_event_json(FIXTURE.as_bytes()).unwrap();
+    for (r, tp) in records.iter_mut().zip([
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-    ));
-    records[1]["headers"].as_array_mut().unwrap().push(header(
         "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-00",
-    ));
-    v.to_string()
+    ]) {
+        r.headers
+            .push(("traceparent".into(), tp.as_bytes().to_vec()));
+    }
+    to_event_json(&records).to_string()
 }
 
 /// Each invocation sends its spans before it returns (a frozen sandbox sends nothing): the

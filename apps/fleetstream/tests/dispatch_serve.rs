@@ -159,6 +159,39 @@ async fn sdk_invoke_dispatches_once_across_replays_and_restarts() {
     assert_eq!(ids.len(), 3, "{written}");
 }
 
+/// With `--otlp-endpoint`, the server records a `dispatch` span for the record the producer
+/// sampled, and sends it when it stops (SIGTERM).
+#[tokio::test]
+async fn sampled_records_are_traced_and_sent_on_shutdown() {
+    use fleetstream_dispatcher::event::{decode_event_json, to_event_json};
+    let collector = fleetstream_obs::collector::Collector::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut server = start(state.path(), &["--otlp-endpoint", collector.url()]);
+    let mut records = decode_event_json(EVENT.as_bytes()).unwrap();
+    for (r, tp) in records.iter_mut().zip([
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-00",
+    ]) {
+        r.headers
+            .push(("traceparent".into(), tp.as_bytes().to_vec()));
+    }
+    let lambda = client(&server.endpoint, None).await;
+    let out = invoke(&lambda, &to_event_json(&records).to_string()).await;
+    assert_eq!(out["summary"]["dispatched"], 3, "{out}");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(server.child.wait().unwrap().success());
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "the sampled record only: {spans:#?}");
+    assert_eq!(spans[0].service, "fleetstream-dispatcher");
+    assert_eq!(spans[0].parent, Some(0xb7ad6b7169203331));
+    assert_eq!(spans[0].attributes["fleetstream.outcome"], "dispatched");
+}
+
 #[tokio::test]
 async fn malformed_event_is_a_client_error() {
     let state = tempfile::tempdir().unwrap();
@@ -245,8 +278,8 @@ async fn servers_sharing_dynamodb_deduplicate_across_each_other() {
         .await;
 }
 
-/// A shared store that cannot be used stops the server at start-up, naming the flag; two
-/// shared stores at once are refused.
+/// A shared store or an OTLP endpoint that cannot be used stops the server at start-up, naming
+/// the flag; two shared stores at once are refused.
 #[test]
 fn an_unusable_or_ambiguous_shared_store_fails_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +300,13 @@ fn an_unusable_or_ambiguous_shared_store_fails_at_start() {
             .output()
             .expect("fleetstream runs")
     };
+    let out = run(&["--otlp-endpoint", "https://collector.example:4318"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--otlp-endpoint (FLEETSTREAM_OTLP_ENDPOINT)"),
+        "{err}"
+    );
     // Nothing listens on port 1.
     let out = run(&[
         "--dynamodb-table",

@@ -187,12 +187,19 @@ fn config_file_sits_under_environment_and_flags() {
 fn bad_configuration_names_its_key_and_exits_2() {
     let s = Setup::new();
     let config = s.path("bad.toml");
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         ("rte = 5\n", &[], "unknown key `rte`"),
         ("count = \"lots\"\n", &[], "--count"),
         ("count = 10\nthreads = 0\n", &[], "--threads"),
         ("count = 10\n", &["--ramp", "fast"], "--ramp"),
         ("count = 10\n", &["--partitioner", "java"], "--partitioner"),
+        ("count = 10\ntrace-sample-ratio = 2.0\n", &[], "--trace-sample-ratio"),
+        (
+            "count = 10\notlp-endpoint = \"https://collector:4318\"\n",
+            &[],
+            "--otlp-endpoint (FLEETSTREAM_OTLP_ENDPOINT): \"https://collector:4318\": this build exports over plain HTTP only",
+        ),
+        ("count = 10\n", &["--otlp-endpoint", "localhost:4318"], "is not an http:// URL"),
     ];
     for (file, flags, named) in cases {
         std::fs::write(&config, file).unwrap();

@@ -69,7 +69,8 @@ mod tests {
             let mut t = [0u8; 55];
             let tp = TraceParent { trace_id, span_id, sampled };
             traceparent(&tp, &mut t);
-            prop_assert_eq!(&t[..], tp.to_string().as_bytes());
+            let want = tp.to_string();
+            prop_assert_eq!(&t[..], want.as_bytes());
         }
     }
 }

@@ -184,7 +184,8 @@ fn a_missing_dead_letter_topic_names_the_setting() {
 #[test]
 fn every_record_carries_the_four_headers_of_the_wire_contract() {
     let (cluster, topology, prefix) = setup();
-    let s = spec(&cluster, &topology, 400, 0.0);
+    let mut s = spec(&cluster, &topology, 400, 0.0);
+    s.options.trace_ratio = fleetstream_obs::trace::SampleRatio::new(0.25).unwrap();
     let before_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -205,6 +206,7 @@ fn every_record_carries_the_four_headers_of_the_wire_contract() {
     }
     assert_eq!(records.len(), 400);
     let mut seqs = std::collections::BTreeSet::new();
+    let mut sampled = 0;
     for rec in &records {
         let names: Vec<&str> = rec.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -225,7 +227,13 @@ fn every_record_carries_the_four_headers_of_the_wire_contract() {
         let trace = std::str::from_utf8(rec.header(headers::TRACEPARENT).unwrap()).unwrap();
         let parts: Vec<&str> = trace.split('-').collect();
         assert_eq!(parts.len(), 4, "{trace}");
-        assert_eq!((parts[0], parts[3]), ("00", "01"));
+        assert_eq!(parts[0], "00");
+        assert!(["00", "01"].contains(&parts[3]), "{trace}");
+        sampled += usize::from(parts[3] == "01");
+        assert!(
+            fleetstream_obs::trace::TraceParent::parse(trace).is_some(),
+            "{trace}"
+        );
         assert_eq!(
             parts[1],
             format!("{}{:016x}", r.run_id, id.seq),
@@ -244,4 +252,6 @@ fn every_record_carries_the_four_headers_of_the_wire_contract() {
         );
     }
     assert_eq!(seqs.len(), 400);
+    // --trace-sample-ratio 0.25: about a quarter say sampled, from a hash of the sequence.
+    assert!((60..=140).contains(&sampled), "{sampled} of 400 sampled");
 }

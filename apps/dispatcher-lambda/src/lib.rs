@@ -254,8 +254,11 @@ pub async fn handle(
         }
     })?;
     let count = records.len();
+    let sampled = records
+        .iter()
+        .any(|r| r.trace_parent().is_some_and(|p| p.sampled));
     let response = dispatcher.dispatch(records).await;
-    if let Some(tracer) = dispatcher.tracer().cloned() {
+    if let Some(tracer) = dispatcher.tracer().filter(|_| sampled).cloned() {
         // Lambda freezes the sandbox once the invocation returns: send the spans now.
         let flushed = tokio::task::spawn_blocking(move || tracer.flush()).await;
         if let Ok(Err(e)) = flushed {

@@ -101,6 +101,24 @@ pub struct OtlpArgs {
     pub otlp_endpoint: Option<String>,
 }
 
+/// Which messages are traced: the producer's decision, which every later tier follows.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Share of messages marked sampled in their traceparent header (0..1, default 1 in 1,000).
+    /// Workers and dispatchers record spans for those only, so this one setting decides the
+    /// volume of the whole pipeline's traces.
+    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
+    pub trace_sample_ratio: f64,
+}
+
+impl Default for SamplingArgs {
+    fn default() -> Self {
+        SamplingArgs {
+            trace_sample_ratio: fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO,
+        }
+    }
+}
+
 /// Which topology.
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
@@ -175,10 +193,9 @@ pub struct DemoArgs {
     /// OpenTelemetry export.
     #[command(flatten)]
     pub otlp: OtlpArgs,
-    /// Share of messages the producer marks sampled in their traceparent (0..1); workers and
-    /// dispatcher record spans for those only.
-    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
-    pub trace_sample_ratio: f64,
+    /// Which messages are traced.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,

@@ -148,7 +148,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         .context("in the dispatcher routing file")?;
 
     // One exporter per component, so a trace shows the three services a record crosses.
-    let trace_ratio = crate::sample_ratio(args.trace_sample_ratio)?;
+    let trace_ratio = crate::sample_ratio(args.sampling.trace_sample_ratio)?;
     let (ptracer, wtracer, dtracer) = match crate::tracer(&args.otlp, "fleetstream-producer")? {
         Some(p) => (
             Some(p),
@@ -364,9 +364,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     for w in workers {
         w.await.context("worker task")??;
     }
-    for t in [&ptracer, &wtracer, &dtracer] {
-        crate::shutdown_tracer(t.as_ref());
-    }
+    crate::shutdown_tracers(&[ptracer.clone(), wtracer.clone(), dtracer]).await;
 
     // The account, id by id: sinks hold the dispatched ids, dead-letter topics the others.
     let mut dead_letter_ids = Vec::new();

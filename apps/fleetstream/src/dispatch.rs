@@ -298,7 +298,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(listener, app, shutdown_signal())
         .await
         .context("serving")?;
-    crate::shutdown_tracer(tracer.as_ref());
+    crate::shutdown_tracers(&[tracer.clone()]).await;
     let _ = writeln!(std::io::stdout(), "fleetstream dispatch serve: stopped");
     Ok(())
 }

@@ -211,14 +211,17 @@ pub fn sample_ratio(ratio: f64) -> anyhow::Result<SampleRatio> {
     })
 }
 
-/// Sends the spans still queued, then stops the exporter. Blocks this worker thread while the
-/// collector answers (a few seconds at most).
-pub fn shutdown_tracer(t: Option<&Tracer>) {
-    if let Some(t) = t {
-        if let Err(e) = tokio::task::block_in_place(|| t.shutdown()) {
-            tracing::warn!(error = %e, "spans not exported");
-        }
-    }
+/// Sends the spans still queued, then stops the exporters, all at once on blocking threads
+/// (each waits for its collector up to [`fleetstream_obs::trace::SHUTDOWN_TIMEOUT`]).
+pub async fn shutdown_tracers(tracers: &[Option<Tracer>]) {
+    let stops = tracers.iter().flatten().cloned().map(|t| {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = t.shutdown() {
+                tracing::warn!(error = %e, "spans not exported");
+            }
+        })
+    });
+    futures::future::join_all(stops).await;
 }
 
 /// Connects to `--bootstrap`, or starts the embedded cluster; prints which on the first line.

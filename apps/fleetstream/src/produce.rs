@@ -135,11 +135,9 @@ pub struct ProduceArgs {
     /// OpenTelemetry export: a `send` span per sampled message, from send to ack.
     #[command(flatten)]
     pub otlp: crate::cli::OtlpArgs,
-    /// Share of messages marked sampled in their traceparent header (0..1, default 1 in
-    /// 1,000). Workers and the dispatcher record spans for those only, so this one setting
-    /// decides the volume of the whole pipeline's traces.
-    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
-    pub trace_sample_ratio: f64,
+    /// Which messages are traced.
+    #[command(flatten)]
+    pub sampling: crate::cli::SamplingArgs,
     /// TOML file with the same keys as the flags (`rate = 13000`, `key-strategy = "code"`).
     /// Flags and environment win over it; unknown keys are refused.
     #[arg(long, env = "FLEETSTREAM_CONFIG")]
@@ -438,7 +436,7 @@ fn validate(args: &ProduceArgs) -> anyhow::Result<Plan> {
             Some(p) => RejectSink::File(p.clone()),
             None => RejectSink::DeadLetter,
         },
-        trace_ratio: crate::sample_ratio(args.trace_sample_ratio)?,
+        trace_ratio: crate::sample_ratio(args.sampling.trace_sample_ratio)?,
         tracer: None,
     };
     if options.rejects == RejectSink::DeadLetter
@@ -689,7 +687,6 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     if progress.tty && !progress.quiet {
         eprintln!();
     }
-    crate::shutdown_tracer(tracer.as_ref());
     let summary = ProduceSummary {
         cluster: cluster.banner(),
         topology: plan.topology.name().to_string(),
@@ -702,6 +699,7 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
         let text = serde_json::to_vec_pretty(&summary)?;
         std::fs::write(path, text).with_context(|| format!("writing --json {}", path.display()))?;
     }
+    crate::shutdown_tracers(&[tracer]).await;
     let r = &summary.report;
     if r.failed > 0 || r.rejects_failed > 0 || r.acked != r.sent {
         bail!(

@@ -36,7 +36,7 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
         drain_timeout: Duration::from_secs(60),
         json: Some(json.to_path_buf()),
         otlp: Default::default(),
-        trace_sample_ratio: 0.001,
+        sampling: Default::default(),
         quiet: true,
     }
 }
@@ -56,7 +56,7 @@ async fn demo_traces_sampled_messages_across_three_services() {
     args.duration = Duration::from_secs(2);
     args.rate = 1_500.0;
     args.poison_rate = 0.2;
-    args.trace_sample_ratio = 0.05;
+    args.sampling.trace_sample_ratio = 0.05;
     args.otlp.otlp_endpoint = Some(collector.url().to_string());
     let s = fleetstream::demo::run(args).await.unwrap();
     assert_eq!(s.lost, 0, "{:?}", s.lost_sample);
@@ -69,11 +69,6 @@ async fn demo_traces_sampled_messages_across_three_services() {
         of("fleetstream-producer"),
         of("fleetstream-worker"),
         of("fleetstream-dispatcher"),
-    );
-    assert_eq!(
-        sends.len() + processes.len() + dispatches.len(),
-        spans.len(),
-        "only the three services export"
     );
     // The ratio is applied per message by a hash of its sequence number.
     let share = sends.len() as f64 / s.acked as f64;
@@ -122,15 +117,18 @@ async fn demo_traces_sampled_messages_across_three_services() {
             .collect();
         assert!(!processed.is_empty(), "never processed: {send:?}");
         if processed.iter().all(|p| p.error.is_none()) {
+            // A redelivery adds a `duplicate` span; one of them dispatched it.
             let d = dispatches
                 .iter()
-                .find(|d| d.parent == Some(send.span_id))
+                .find(|d| {
+                    d.parent == Some(send.span_id)
+                        && d.attributes["fleetstream.outcome"] == "dispatched"
+                })
                 .unwrap_or_else(|| panic!("never dispatched: {send:?}"));
             assert_eq!(
                 d.attributes["messaging.message.id"],
                 send.attributes["messaging.message.id"]
             );
-            assert_eq!(d.attributes["fleetstream.outcome"], "dispatched");
         } else {
             let p = processed.iter().find(|p| p.error.is_some()).unwrap();
             assert_eq!(p.attributes["fleetstream.outcome"], "dead_letter");

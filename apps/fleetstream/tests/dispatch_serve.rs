@@ -32,6 +32,10 @@ impl Drop for Server {
 }
 
 fn start(state_dir: &Path, extra: &[&str]) -> Server {
+    start_with_env(state_dir, extra, &[])
+}
+
+fn start_with_env(state_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstream"))
         .args([
             "dispatch",
@@ -47,6 +51,7 @@ fn start(state_dir: &Path, extra: &[&str]) -> Server {
         .env_remove("FLEETSTREAM_POSTGRES_URL")
         .env_remove("FLEETSTREAM_DYNAMODB_TABLE")
         .env_remove("FLEETSTREAM_DYNAMODB_ENDPOINT")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -166,7 +171,12 @@ async fn sampled_records_are_traced_and_sent_on_shutdown() {
     use fleetstream_dispatcher::event::{decode_event_json, to_event_json};
     let collector = fleetstream_obs::collector::Collector::start();
     let state = tempfile::tempdir().unwrap();
-    let mut server = start(state.path(), &["--otlp-endpoint", collector.url()]);
+    // No timed export for a minute: the span can only leave at shutdown.
+    let mut server = start_with_env(
+        state.path(),
+        &["--otlp-endpoint", collector.url()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "60000")],
+    );
     let mut records = decode_event_json(EVENT.as_bytes()).unwrap();
     for (r, tp) in records.iter_mut().zip([
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -178,6 +188,7 @@ async fn sampled_records_are_traced_and_sent_on_shutdown() {
     let lambda = client(&server.endpoint, None).await;
     let out = invoke(&lambda, &to_event_json(&records).to_string()).await;
     assert_eq!(out["summary"]["dispatched"], 3, "{out}");
+    assert_eq!(collector.spans().len(), 0, "nothing sent before shutdown");
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

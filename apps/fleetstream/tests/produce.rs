@@ -84,6 +84,72 @@ fn u(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("summary lacks {key}: {v}"))
 }
 
+/// `--otlp-endpoint` with `--trace-sample-ratio 1`: one `send` span per message, each with the
+/// partition and offset its delivery report gave, and ids that match the record's traceparent.
+/// With no collector listening, the run still sends and acks everything and says why spans are
+/// lost.
+#[test]
+fn send_spans_reach_the_collector_and_a_dead_collector_costs_no_record() {
+    let collector = fleetstream_obs::collector::Collector::start();
+    let s = Setup::new();
+    let json = s.path("t.json");
+    let args = [
+        "--rate",
+        "0",
+        "--count",
+        "300",
+        "--trace-sample-ratio",
+        "1",
+        "--json",
+    ];
+    let out = ok(s
+        .produce(&args)
+        .arg(&json)
+        .args(["--otlp-endpoint", collector.url()])
+        .output()
+        .unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tracing: OpenTelemetry spans to http://"),
+        "the run says where spans go"
+    );
+    assert_eq!(u(&summary(&json), "acked"), 300);
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 300, "one per message, sent on exit");
+    let mut ids = std::collections::BTreeSet::new();
+    for span in &spans {
+        assert_eq!(span.service, "fleetstream-producer");
+        assert_eq!(span.parent, None);
+        assert_eq!(span.error, None);
+        assert!(
+            span.attributes["messaging.kafka.offset"]
+                .parse::<i64>()
+                .unwrap()
+                >= 0
+        );
+        assert!(
+            span.attributes["messaging.destination.partition.id"]
+                .parse::<i32>()
+                .unwrap()
+                >= 0
+        );
+        assert!(ids.insert(span.attributes["messaging.message.id"].clone()));
+    }
+
+    // Nothing listens on port 1.
+    let out = ok(s
+        .produce(&args)
+        .arg(&json)
+        .args(["--otlp-endpoint", "http://127.0.0.1:1"])
+        .output()
+        .unwrap());
+    assert_eq!(u(&summary(&json), "acked"), 300);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spans not exported") || err.contains("ExportError"),
+        "{err}"
+    );
+}
+
 #[test]
 fn count_is_exact_and_every_sent_message_is_acked() {
     let s = Setup::new();

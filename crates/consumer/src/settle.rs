@@ -8,7 +8,7 @@ use crate::transport::{Transport, TransportError};
 use fleetstream_core::TelemetryEvent;
 use fleetstream_dispatcher::{BatchRecord, Outcome};
 use fleetstream_kafka::{headers, ConsumedRecord, GroupConsumer};
-use fleetstream_obs::trace::{KeyValue, SpanKind, TraceParent, Tracer};
+use fleetstream_obs::trace::{kafka_attributes, KeyValue, SpanKind, TraceParent, Tracer};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -126,15 +126,9 @@ impl Settler {
                     && l.source_partition == t.partition
                     && l.source_topic == t.topic
             });
-            let mut attributes = vec![
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.destination.name", t.topic.clone()),
-                KeyValue::new(
-                    "messaging.destination.partition.id",
-                    t.partition.to_string(),
-                ),
-                KeyValue::new("messaging.kafka.offset", t.offset),
+            let mut attributes =
+                kafka_attributes("process", &t.topic, Some(t.partition), Some(t.offset));
+            attributes.extend([
                 KeyValue::new("messaging.batch.message_count", batch_len as i64),
                 KeyValue::new("fleetstream.worker_id", self.config.worker_id.clone()),
                 KeyValue::new(
@@ -145,7 +139,7 @@ impl Settler {
                         "settled"
                     },
                 ),
-            ];
+            ]);
             let error = letter.map(|l| {
                 attributes.push(KeyValue::new("error.type", l.error_class.clone()));
                 format!(

@@ -11,7 +11,7 @@ use crate::targets::{
 };
 use aws_lambda_events::event::kafka::KafkaEvent;
 use fleetstream_core::{extract_code, Code, TelemetryEvent};
-use fleetstream_obs::trace::{KeyValue, SpanKind, Tracer};
+use fleetstream_obs::trace::{kafka_attributes, KeyValue, SpanKind, Tracer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -89,17 +89,16 @@ fn trace_records(
         let Some(parent) = record.trace_parent().filter(|p| p.sampled) else {
             continue;
         };
-        let mut attributes = vec![
-            KeyValue::new("messaging.system", "kafka"),
-            KeyValue::new("messaging.operation.type", "process"),
-            KeyValue::new("messaging.destination.name", record.topic.clone()),
-            KeyValue::new(
-                "messaging.destination.partition.id",
-                record.partition.to_string(),
-            ),
-            KeyValue::new("messaging.kafka.offset", record.offset),
-            KeyValue::new("fleetstream.outcome", result.outcome.metric_label()),
-        ];
+        let mut attributes = kafka_attributes(
+            "process",
+            &record.topic,
+            Some(record.partition),
+            Some(record.offset),
+        );
+        attributes.push(KeyValue::new(
+            "fleetstream.outcome",
+            result.outcome.metric_label(),
+        ));
         if let Some(id) = &result.message_id {
             attributes.push(KeyValue::new("messaging.message.id", id.clone()));
         }

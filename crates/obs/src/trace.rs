@@ -28,13 +28,19 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use opentelemetry::trace::SpanKind;
 pub use opentelemetry::KeyValue;
 
 /// The OTLP/HTTP path for traces, appended to a base endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
+
+/// How long one export may take unless `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` says otherwise.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long [`Tracer::shutdown`] waits for the last export.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A W3C `traceparent`: `<version>-<trace id>-<parent id>-<flags>`, lowercase hex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +148,34 @@ impl SampleRatio {
     }
 }
 
+/// The OpenTelemetry messaging attributes of a Kafka record every tier's span carries:
+/// `messaging.system`, `messaging.operation.type` (`send`, `process`), the topic and, once known,
+/// partition and offset.
+pub fn kafka_attributes(
+    operation: &'static str,
+    topic: &str,
+    partition: Option<i32>,
+    offset: Option<i64>,
+) -> Vec<KeyValue> {
+    let mut a = Vec::with_capacity(8);
+    a.push(KeyValue::new("messaging.system", "kafka"));
+    a.push(KeyValue::new("messaging.operation.type", operation));
+    a.push(KeyValue::new(
+        "messaging.destination.name",
+        topic.to_string(),
+    ));
+    if let Some(p) = partition {
+        a.push(KeyValue::new(
+            "messaging.destination.partition.id",
+            p.to_string(),
+        ));
+    }
+    if let Some(o) = offset {
+        a.push(KeyValue::new("messaging.kafka.offset", o));
+    }
+    a
+}
+
 /// Setting up the exporter failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -239,7 +273,13 @@ fn resolve_endpoint(
         });
     }
     if !ours {
-        return Ok(Some((url, false)));
+        // The SDK uses the per-signal variable as it is and appends the path to the other.
+        let shown = if setting == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+            format!("{}{TRACES_PATH}", url.trim_end_matches('/'))
+        } else {
+            url
+        };
+        return Ok(Some((shown, false)));
     }
     let base = url.trim_end_matches('/');
     let full = if base.ends_with(TRACES_PATH) {
@@ -266,6 +306,17 @@ impl Tracer {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
         if ours {
             exporter = exporter.with_endpoint(url.clone());
+        }
+        // A slow collector must not hold a Lambda invocation (which flushes before it returns)
+        // for the SDK's default 10 s; the standard variables still win.
+        if [
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none())
+        {
+            exporter = exporter.with_timeout(EXPORT_TIMEOUT);
         }
         let exporter = exporter
             .build()
@@ -351,14 +402,18 @@ impl Tracer {
             .map_err(|e| TraceError::Sdk(format!("flushing spans to {}: {e}", self.inner.endpoint)))
     }
 
-    /// Sends what is queued and stops the exporter; later spans are dropped.
+    /// Sends what is queued and stops the exporter, waiting at most [`SHUTDOWN_TIMEOUT`];
+    /// later spans are dropped. Blocks: from async code, call it on a blocking thread.
     pub fn shutdown(&self) -> Result<(), TraceError> {
-        self.inner.provider.shutdown().map_err(|e| {
-            TraceError::Sdk(format!(
-                "shutting down the exporter to {}: {e}",
-                self.inner.endpoint
-            ))
-        })
+        self.inner
+            .provider
+            .shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+            .map_err(|e| {
+                TraceError::Sdk(format!(
+                    "shutting down the exporter to {}: {e}",
+                    self.inner.endpoint
+                ))
+            })
     }
 }
 
@@ -372,14 +427,15 @@ impl fmt::Debug for Span {
 }
 
 impl Span {
-    /// This span as the parent of others, for the record's `traceparent` header.
-    pub fn traceparent(&self) -> TraceParent {
+    /// This span as the parent of others, for the record's `traceparent` header; `None` when
+    /// the SDK gave it no valid ids (its provider was shut down).
+    pub fn traceparent(&self) -> Option<TraceParent> {
         let sc = self.0.span_context();
-        TraceParent {
+        sc.is_valid().then(|| TraceParent {
             trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
             span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
             sampled: sc.is_sampled(),
-        }
+        })
     }
 
     /// Ends the span now, with `attributes` added; an `error` marks it failed.

@@ -18,7 +18,7 @@ fn spans_reach_the_collector_as_one_trace() {
         None,
         vec![KeyValue::new("messaging.message.id", "run-1")],
     );
-    let parent = root.traceparent();
+    let parent = root.traceparent().expect("a live provider gives valid ids");
     assert!(
         parent.sampled,
         "a root span is sampled by the parent-based sampler"

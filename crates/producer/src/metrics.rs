@@ -366,6 +366,7 @@ fn end_send_span(span: Span, report: &DeliveryReport<'_>) {
         "messaging.destination.partition.id",
         report.partition.to_string(),
     )];
+    // (The topic and the rest were set when the span started.)
     let error = match &report.result {
         Ok(()) => {
             attributes.push(KeyValue::new("messaging.kafka.offset", report.offset));

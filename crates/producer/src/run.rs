@@ -14,7 +14,9 @@ use fleetstream_core::{
 };
 use fleetstream_kafka::headers::{self, dead_letter};
 use fleetstream_kafka::{KafkaError, KafkaProducer, OutRecord, ProducerSettings};
-use fleetstream_obs::trace::{KeyValue, SampleRatio, Span, SpanKind, TraceParent, Tracer};
+use fleetstream_obs::trace::{
+    kafka_attributes, KeyValue, SampleRatio, Span, SpanKind, TraceParent, Tracer,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -462,7 +464,7 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                 let span = match &spec.options.tracer {
                     Some(tracer) if parent.sampled => {
                         let span = send_span(tracer, topic, id, has_key.then_some(&key[..]), code);
-                        parent = span.traceparent();
+                        parent = span.traceparent().unwrap_or(parent);
                         Some(Box::new(span))
                     }
                     _ => None,
@@ -484,6 +486,8 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                 send(sh, record, seq, (intended, now), (false, span))?;
             }
             Err(e) => {
+                // A rejected event gets no span, so no trace: its dead letter is not followed.
+                parent.sampled = false;
                 traceparent(&parent, &mut trace);
                 let class = reject_class(&payload, &e);
                 m.count_reject(class);
@@ -541,16 +545,12 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
 /// The span of one sampled message, from its send to its delivery report (OpenTelemetry's
 /// messaging conventions).
 fn send_span(tracer: &Tracer, topic: &str, id: &[u8], key: Option<&[u8]>, code: Code) -> Span {
-    let mut attributes = vec![
-        KeyValue::new("messaging.system", "kafka"),
-        KeyValue::new("messaging.operation.type", "send"),
-        KeyValue::new("messaging.destination.name", topic.to_string()),
-        KeyValue::new(
-            "messaging.message.id",
-            String::from_utf8_lossy(id).into_owned(),
-        ),
-        KeyValue::new("fleetstream.codigo", i64::from(code.0)),
-    ];
+    let mut attributes = kafka_attributes("send", topic, None, None);
+    attributes.push(KeyValue::new(
+        "messaging.message.id",
+        String::from_utf8_lossy(id).into_owned(),
+    ));
+    attributes.push(KeyValue::new("fleetstream.codigo", i64::from(code.0)));
     if let Some(k) = key {
         attributes.push(KeyValue::new(
             "messaging.kafka.message.key",
@@ -617,7 +617,15 @@ fn send(
                 meta = back;
                 meta.sent = Instant::now();
             }
-            Err((e, _)) => return Err(ProducerError::Kafka(e)),
+            Err((e, back)) => {
+                if let Some(span) = back.span {
+                    span.end(
+                        vec![KeyValue::new("error.type", "send")],
+                        Some(e.to_string()),
+                    );
+                }
+                return Err(ProducerError::Kafka(e));
+            }
         }
     }
     if !dead_letter {

@@ -253,9 +253,11 @@ fn scrape(port: u16) -> String {
     out
 }
 
-/// `--metrics-addr` serves Prometheus text with the dispatched counter and the lag gauge.
+/// `--metrics-addr` serves Prometheus text with the dispatched counter and the lag gauge;
+/// `--otlp-endpoint` gets a `process` and a `dispatch` span for each sampled record, sent when
+/// the worker stops on SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
-async fn worker_exports_metrics_and_lag() {
+async fn worker_exports_metrics_lag_and_spans() {
     let TopologyFixture {
         cluster,
         dir,
@@ -267,12 +269,18 @@ async fn worker_exports_metrics_and_lag() {
     assert_eq!(produce_telemetry(&conn, &topology, 9, 500), 500);
 
     let port = free_port();
+    let collector = fleetstream_obs::collector::Collector::start();
     let mut worker = spawn_worker_with(
         &conn.bootstrap,
         &topology_path,
         &dir.path().join("state"),
         &dir.path().join("w.json"),
-        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+        &[
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--otlp-endpoint",
+            collector.url(),
+        ],
     );
     let mut last = String::new();
     let ok = wait_until(Duration::from_secs(60), || {
@@ -287,6 +295,29 @@ async fn worker_exports_metrics_and_lag() {
         .unwrap();
     assert!(worker.wait().unwrap().success());
     assert!(ok, "metrics never showed the work:\n{last}");
+
+    // produce_telemetry samples every tenth of its 500 records (run 9).
+    let spans = collector.spans();
+    for (service, name) in [
+        ("fleetstream-worker", "process"),
+        ("fleetstream-worker", "dispatch"),
+    ] {
+        let parents: std::collections::BTreeSet<u64> = spans
+            .iter()
+            .filter(|s| s.service == service && s.name.starts_with(name))
+            .map(|s| {
+                let seq = s.parent.expect("a child of the producer's span") - 1;
+                assert_eq!(
+                    fleetstream_testkit::test_traceparent(9, seq),
+                    format!("00-{:032x}-{:016x}-01", s.trace_id, seq + 1),
+                    "{s:?}"
+                );
+                seq
+            })
+            .collect();
+        let want: std::collections::BTreeSet<u64> = (0..500).step_by(10).collect();
+        assert_eq!(parents, want, "{name} spans");
+    }
 }
 
 /// An in-process worker whose routes name a `kafka` target fans every record out to that topic.

@@ -117,7 +117,8 @@ impl fleetstream_kafka::DeliveryHandler for CountAcks {
 }
 
 /// Produces `n` synthetic events routed and keyed by `topology`, each with message id
-/// `run-<seq>`, waits for every ack and returns how many were acked.
+/// `run-<seq>` and a `traceparent` ([`test_traceparent`]), waits for every ack and returns how
+/// many were acked.
 pub fn produce_telemetry(
     connection: &ConnectionSettings,
     topology: &fleetstream_core::Topology,
@@ -143,9 +144,11 @@ pub fn produce_telemetry(
         let topic = &topology.router().route(code).name;
         let id = fleetstream_core::MessageId { run, seq }.to_string();
         let at = now.to_string();
-        let h: [(&str, &[u8]); 2] = [
+        let trace = test_traceparent(run, seq);
+        let h: [(&str, &[u8]); 3] = [
             (headers::MESSAGE_ID, id.as_bytes()),
             (headers::PRODUCED_AT, at.as_bytes()),
+            (headers::TRACEPARENT, trace.as_bytes()),
         ];
         let rec = OutRecord {
             topic,
@@ -163,6 +166,13 @@ pub fn produce_telemetry(
         .flush(std::time::Duration::from_secs(60))
         .expect("flush");
     acks.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The `traceparent` [`produce_telemetry`] gives message `seq` of `run`: trace id `run`,`seq`,
+/// parent span id `seq + 1`, sampled when `seq` is a multiple of 10.
+pub fn test_traceparent(run: u64, seq: u64) -> String {
+    let sampled = if seq % 10 == 0 { "01" } else { "00" };
+    format!("00-{run:016x}{seq:016x}-{:016x}-{sampled}", seq + 1)
 }
 
 /// A topology with unique names, written to a temporary file and applied to the cluster under

@@ -87,6 +87,16 @@ pub struct ClusterArgs {
     /// public CAs).
     #[arg(long, env = "FLEETSTREAM_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<String>,
+    /// Client certificate (PEM file) for mutual TLS, as MSK's mTLS listener (port 9094) asks;
+    /// with --ssl-key-location and --security-protocol ssl.
+    #[arg(long, env = "FLEETSTREAM_SSL_CERTIFICATE_LOCATION")]
+    pub ssl_certificate_location: Option<String>,
+    /// The client certificate's private key (PEM file).
+    #[arg(long, env = "FLEETSTREAM_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<String>,
+    /// Pass phrase of an encrypted private key (prefer the environment variable over the flag).
+    #[arg(long, env = "FLEETSTREAM_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub ssl_key_password: Option<String>,
 }
 
 /// Where OpenTelemetry spans go.

@@ -298,7 +298,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(listener, app, shutdown_signal())
         .await
         .context("serving")?;
-    crate::shutdown_tracers(&[tracer.clone()]).await;
+    crate::shutdown_tracers(&[tracer]).await;
     let _ = writeln!(std::io::stdout(), "fleetstream dispatch serve: stopped");
     Ok(())
 }

@@ -94,8 +94,8 @@ pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN
 
 /// The connection settings for `--bootstrap`, checked: a SASL protocol needs a mechanism (and a
 /// user name and password), a mechanism needs a SASL protocol and must be one of
-/// [`SASL_MECHANISMS`], and a CA file needs TLS and must be readable. Each error names its flag
-/// and variable.
+/// [`SASL_MECHANISMS`], and a CA file, client certificate or key needs TLS and must be readable;
+/// a certificate and its key come together. Each error names its flag and variable.
 pub fn connection_settings(
     bootstrap: &str,
     args: &ClusterArgs,
@@ -144,26 +144,57 @@ pub fn connection_settings(
         }
         (None, false) => None,
     };
-    if let Some(ca) = &args.ssl_ca_location {
-        if !matches!(
-            c.security_protocol,
-            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
-        ) {
+    let tls = matches!(
+        c.security_protocol,
+        SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+    );
+    for (file, flag) in [
+        (
+            &args.ssl_ca_location,
+            "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION)",
+        ),
+        (
+            &args.ssl_certificate_location,
+            "--ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION)",
+        ),
+        (
+            &args.ssl_key_location,
+            "--ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION)",
+        ),
+    ] {
+        let Some(file) = file else { continue };
+        if !tls {
             bail!(ConfigError(format!(
-                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) needs --security-protocol ssl or sasl_ssl, not {}",
+                "{flag} needs --security-protocol ssl or sasl_ssl, not {}",
                 args.security_protocol
             )));
         }
-        if let Err(e) = std::fs::File::open(ca) {
-            bail!(ConfigError(format!(
-                "--ssl-ca-location (FLEETSTREAM_SSL_CA_LOCATION) {ca:?} cannot be read: {e}"
-            )));
+        if let Err(e) = std::fs::File::open(file) {
+            bail!(ConfigError(format!("{flag} {file:?} cannot be read: {e}")));
         }
+    }
+    match (&args.ssl_certificate_location, &args.ssl_key_location) {
+        (Some(_), None) => bail!(ConfigError(
+            "--ssl-certificate-location needs --ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION): the certificate's private key".into()
+        )),
+        (None, Some(_)) => bail!(ConfigError(
+            "--ssl-key-location needs --ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION): the certificate it belongs to".into()
+        )),
+        _ => {}
+    }
+    if args.ssl_key_password.is_some() && args.ssl_key_location.is_none() {
+        bail!(ConfigError(
+            "--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without --ssl-key-location"
+                .into()
+        ));
     }
     c.sasl_mechanism = mechanism;
     c.sasl_username = args.sasl_username.clone();
     c.sasl_password = args.sasl_password.clone().map(Secret::new);
     c.ssl_ca_location = args.ssl_ca_location.clone();
+    c.ssl_certificate_location = args.ssl_certificate_location.clone();
+    c.ssl_key_location = args.ssl_key_location.clone();
+    c.ssl_key_password = args.ssl_key_password.clone().map(Secret::new);
     Ok(c)
 }
 
@@ -262,6 +293,9 @@ mod tests {
             sasl_username: Some("fleetstream".into()),
             sasl_password: Some("pw".into()),
             ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
         }
     }
 
@@ -313,5 +347,47 @@ mod tests {
         a.sasl_password = Some("pw".into());
         let c = connection_settings("h:9096", &a).unwrap();
         assert_eq!(c.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+    }
+
+    #[test]
+    fn client_certificate_flags_are_checked_and_passed_on() {
+        let (cert, key) = (
+            tempfile::NamedTempFile::new().unwrap(),
+            tempfile::NamedTempFile::new().unwrap(),
+        );
+        let path = |f: &tempfile::NamedTempFile| Some(f.path().display().to_string());
+        let mut a = args("ssl", None);
+        a.ssl_certificate_location = path(&cert);
+        a.ssl_key_location = path(&key);
+        a.ssl_key_password = Some("phrase".into());
+        let c = connection_settings("b-1.example:9094", &a).unwrap();
+        assert_eq!(c.security_protocol, SecurityProtocol::Ssl);
+        assert_eq!(c.ssl_certificate_location, a.ssl_certificate_location);
+        assert_eq!(c.ssl_key_location, a.ssl_key_location);
+        assert_eq!(
+            c.ssl_key_password.as_ref().map(Secret::expose),
+            Some("phrase")
+        );
+
+        let mut b = a.clone();
+        b.ssl_key_location = None;
+        assert!(
+            refusal(&b).contains("needs --ssl-key-location"),
+            "{}",
+            refusal(&b)
+        );
+        b = a.clone();
+        b.ssl_certificate_location = None;
+        assert!(refusal(&b).contains("needs --ssl-certificate-location"));
+        b = a.clone();
+        b.ssl_key_location = Some("/nonexistent/client.key".into());
+        assert!(refusal(&b).contains("--ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION) \"/nonexistent/client.key\" cannot be read"));
+        b = a.clone();
+        b.security_protocol = "plaintext".into();
+        assert!(refusal(&b).contains("--ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION) needs --security-protocol ssl or sasl_ssl"));
+        b = args("ssl", None);
+        b.ssl_key_password = Some("phrase".into());
+        assert!(refusal(&b)
+            .contains("--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without"));
     }
 }

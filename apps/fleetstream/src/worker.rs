@@ -317,7 +317,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     task.await.context("worker task")??;
-    crate::shutdown_tracers(&[tracer.clone()]).await;
+    crate::shutdown_tracers(&[tracer]).await;
 
     let snapshot = metrics.snapshot();
     let lag = {

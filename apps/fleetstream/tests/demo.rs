@@ -20,6 +20,9 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
         },
         topology: TopologyArgs {
             topology: topology_file.display().to_string(),

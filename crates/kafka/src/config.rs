@@ -79,6 +79,15 @@ pub struct ConnectionSettings {
     /// CA bundle for TLS; the system store when unset.
     #[serde(default)]
     pub ssl_ca_location: Option<String>,
+    /// Client certificate (PEM) for mutual TLS (MSK's mTLS listener on 9094).
+    #[serde(default)]
+    pub ssl_certificate_location: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub ssl_key_location: Option<String>,
+    /// Pass phrase of an encrypted private key; printed as `***`.
+    #[serde(default)]
+    pub ssl_key_password: Option<Secret>,
 }
 
 fn default_client_id() -> String {
@@ -96,6 +105,9 @@ impl ConnectionSettings {
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
         }
     }
 
@@ -114,6 +126,15 @@ impl ConnectionSettings {
         }
         if let Some(ca) = &self.ssl_ca_location {
             c.set("ssl.ca.location", ca);
+        }
+        if let Some(cert) = &self.ssl_certificate_location {
+            c.set("ssl.certificate.location", cert);
+        }
+        if let Some(key) = &self.ssl_key_location {
+            c.set("ssl.key.location", key);
+        }
+        if let Some(p) = &self.ssl_key_password {
+            c.set("ssl.key.password", p.expose());
         }
     }
 
@@ -389,6 +410,11 @@ mod tests {
     fn secrets_do_not_print() {
         let mut s = ConnectionSettings::plaintext("b:9092");
         s.sasl_password = Some(Secret::new("hunter2"));
-        assert!(!format!("{s:?}").contains("hunter2"));
+        s.ssl_key_password = Some(Secret::new("key-phrase"));
+        let printed = format!("{s:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("key-phrase"),
+            "{printed}"
+        );
     }
 }

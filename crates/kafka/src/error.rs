@@ -43,6 +43,15 @@ pub(crate) fn client_error(e: &RdError) -> KafkaError {
     let text = e.to_string();
     if text.contains("OpenSSL not available") || (text.contains("SASL") && text.contains("not")) {
         KafkaError::Client(format!("{text} (this build has no TLS/SASL: rebuild with `--features tls`, which needs libssl-dev)"))
+    } else if text.contains("ssl.key.location failed") {
+        KafkaError::Client(format!(
+            "{text} (the client's private key could not be read: a wrong pass phrase \
+             (ssl.key.password), or not a PEM key)"
+        ))
+    } else if text.contains("ssl.certificate.location failed") {
+        KafkaError::Client(format!(
+            "{text} (the client certificate could not be read: not a PEM certificate)"
+        ))
     } else {
         KafkaError::Client(text)
     }

@@ -1,6 +1,7 @@
-//! TLS and SASL against the real broker's SASL_SSL listener, as on MSK's port 9096: a broker
-//! certificate from a test CA, SCRAM-SHA-512. scripts/kafka starts that listener next to the
-//! plaintext one. Needs the `tls` feature (librdkafka with OpenSSL) and the listener's settings,
+//! TLS and SASL against the real broker's SASL_SSL listener, as on MSK's port 9096 (a broker
+//! certificate from a test CA, SCRAM-SHA-512), and mutual TLS against its SSL listener that
+//! requires a client certificate, as on MSK's port 9094. scripts/kafka starts both next to the
+//! plaintext one. Needs the `tls` feature (librdkafka with OpenSSL) and the listeners' settings,
 //! and is skipped with a printed reason without them:
 //!
 //!   scripts/kafka start
@@ -22,24 +23,39 @@ struct Listener {
     ca: String,
     user: String,
     password: String,
+    mtls_bootstrap: String,
+    client_cert: String,
+    client_key: String,
+    client_key_password: String,
 }
 
 fn listener() -> Option<Listener> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (
-        var("FLEETSTREAM_TEST_SECURE_BOOTSTRAP"),
-        var("FLEETSTREAM_TEST_CA"),
-        var("FLEETSTREAM_TEST_SCRAM_USER"),
-        var("FLEETSTREAM_TEST_SCRAM_PASSWORD"),
-    ) {
-        (Some(bootstrap), Some(ca), Some(user), Some(password)) => Some(Listener {
-            bootstrap,
-            ca,
-            user,
-            password,
-        }),
+    let names = [
+        "FLEETSTREAM_TEST_SECURE_BOOTSTRAP",
+        "FLEETSTREAM_TEST_CA",
+        "FLEETSTREAM_TEST_SCRAM_USER",
+        "FLEETSTREAM_TEST_SCRAM_PASSWORD",
+        "FLEETSTREAM_TEST_MTLS_BOOTSTRAP",
+        "FLEETSTREAM_TEST_CLIENT_CERT",
+        "FLEETSTREAM_TEST_CLIENT_KEY",
+        "FLEETSTREAM_TEST_CLIENT_KEY_PASSWORD",
+    ];
+    match names.map(var) {
+        [Some(bootstrap), Some(ca), Some(user), Some(password), Some(mtls_bootstrap), Some(client_cert), Some(client_key), Some(client_key_password)] => {
+            Some(Listener {
+                bootstrap,
+                ca,
+                user,
+                password,
+                mtls_bootstrap,
+                client_cert,
+                client_key,
+                client_key_password,
+            })
+        }
         _ => {
-            let why = "the SASL_SSL listener's settings are unset (scripts/kafka start, then eval \"$(scripts/kafka secure-env)\")";
+            let why = "the SASL_SSL and mTLS listeners' settings are unset (scripts/kafka start, then eval \"$(scripts/kafka secure-env)\")";
             // CI sets this, so a lost `eval` fails instead of passing with nothing run.
             assert!(
                 std::env::var_os("FLEETSTREAM_TEST_REQUIRE_SECURE").is_none(),
@@ -63,6 +79,18 @@ fn scram(l: &Listener, password: &str, ca: Option<&str>) -> ConnectionSettings {
     c
 }
 
+/// SSL with a client certificate, as `--security-protocol ssl --ssl-certificate-location ...
+/// --ssl-key-location ... --ssl-key-password ...` sets it.
+fn mtls(l: &Listener, key_password: &str) -> ConnectionSettings {
+    let mut c = ConnectionSettings::plaintext(&l.mtls_bootstrap);
+    c.security_protocol = SecurityProtocol::Ssl;
+    c.ssl_ca_location = Some(l.ca.clone());
+    c.ssl_certificate_location = Some(l.client_cert.clone());
+    c.ssl_key_location = Some(l.client_key.clone());
+    c.ssl_key_password = Some(Secret::new(key_password));
+    c
+}
+
 #[derive(Default)]
 struct Acks(Mutex<Vec<Result<(), String>>>);
 
@@ -77,7 +105,17 @@ impl DeliveryHandler for Acks {
 #[tokio::test(flavor = "multi_thread")]
 async fn scram_over_tls_creates_a_topic_produces_and_reads_back() {
     let Some(l) = listener() else { return };
-    let connection = scram(&l, &l.password, Some(&l.ca));
+    round_trip(scram(&l, &l.password, Some(&l.ca))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_creates_a_topic_produces_and_reads_back() {
+    let Some(l) = listener() else { return };
+    round_trip(mtls(&l, &l.client_key_password)).await;
+}
+
+/// Creates a topic, produces 100 records and reads them back by id over `connection`.
+async fn round_trip(connection: ConnectionSettings) {
     let cluster = ClusterHandle::external(connection.clone());
     let topic = unique("secure");
     let topology = one_topic_topology(&topic, 3);
@@ -152,4 +190,29 @@ async fn a_certificate_from_an_untrusted_ca_fails_naming_the_verification() {
     // No CA: the system store, which does not hold the test CA.
     let err = admin_refusal(scram(&l, &l.password, None));
     assert!(err.contains("certificate verify failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_without_a_client_certificate_is_refused() {
+    let Some(l) = listener() else { return };
+    let mut anonymous = mtls(&l, &l.client_key_password);
+    anonymous.ssl_certificate_location = None;
+    anonymous.ssl_key_location = None;
+    anonymous.ssl_key_password = None;
+    let err = admin_refusal(anonymous);
+    // The broker's TLS alert 42, as librdkafka reports it.
+    assert!(err.contains("ssl://127.0.0.1"), "{err}");
+    assert!(err.contains("bad certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_pass_phrase_fails_naming_the_key() {
+    let Some(l) = listener() else { return };
+    let err = match Admin::new(&ClusterHandle::external(mtls(&l, "not-the-phrase"))) {
+        Ok(admin) => admin.broker_count().unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("what a user sees: {err}");
+    assert!(err.contains("ssl.key.location failed"), "{err}");
+    assert!(err.contains("a wrong pass phrase"), "{err}");
 }

@@ -171,7 +171,7 @@ pub fn produce_telemetry(
 /// The `traceparent` [`produce_telemetry`] gives message `seq` of `run`: trace id `run`,`seq`,
 /// parent span id `seq + 1`, sampled when `seq` is a multiple of 10.
 pub fn test_traceparent(run: u64, seq: u64) -> String {
-    let sampled = if seq % 10 == 0 { "01" } else { "00" };
+    let sampled = if seq.is_multiple_of(10) { "01" } else { "00" };
     format!("00-{run:016x}{seq:016x}-{:016x}-{sampled}", seq + 1)
 }
 

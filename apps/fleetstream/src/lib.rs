@@ -169,22 +169,41 @@ pub fn connection_settings(
                 args.security_protocol
             )));
         }
-        if let Err(e) = std::fs::File::open(file) {
-            bail!(ConfigError(format!("{flag} {file:?} cannot be read: {e}")));
+        // The CA may be a directory of certificates; the client's files are single PEM files.
+        let pem = match std::fs::metadata(file) {
+            Ok(m) if m.is_dir() && flag.starts_with("--ssl-ca-location") => continue,
+            Ok(m) if m.is_dir() => Err(std::io::Error::other("it is a directory")),
+            _ => std::fs::read_to_string(file),
+        };
+        match pem {
+            Err(e) => bail!(ConfigError(format!("{flag} {file:?} cannot be read: {e}"))),
+            Ok(text) if !text.contains("-----BEGIN ") => bail!(ConfigError(format!(
+                "{flag} {file:?} is not PEM (no -----BEGIN line); convert a JKS or PKCS#12 file with openssl"
+            ))),
+            Ok(text)
+                if text.contains("ENCRYPTED")
+                    && flag.starts_with("--ssl-key-location")
+                    && args.ssl_key_password.is_none() =>
+            {
+                bail!(ConfigError(format!(
+                    "{flag} {file:?} is encrypted: set its pass phrase with FLEETSTREAM_SSL_KEY_PASSWORD (or --ssl-key-password)"
+                )))
+            }
+            Ok(_) => {}
         }
     }
     match (&args.ssl_certificate_location, &args.ssl_key_location) {
         (Some(_), None) => bail!(ConfigError(
-            "--ssl-certificate-location needs --ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION): the certificate's private key".into()
+            "--ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION) needs --ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION): the certificate's private key".into()
         )),
         (None, Some(_)) => bail!(ConfigError(
-            "--ssl-key-location needs --ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION): the certificate it belongs to".into()
+            "--ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION) needs --ssl-certificate-location (FLEETSTREAM_SSL_CERTIFICATE_LOCATION): the certificate it belongs to".into()
         )),
         _ => {}
     }
     if args.ssl_key_password.is_some() && args.ssl_key_location.is_none() {
         bail!(ConfigError(
-            "--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without --ssl-key-location"
+            "--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without --ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION)"
                 .into()
         ));
     }
@@ -267,6 +286,22 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
             ClusterHandle::external(connection_settings(b.trim(), args)?)
         }
         None => {
+            let security = [
+                (args.security_protocol != "plaintext", "--security-protocol"),
+                (args.sasl_mechanism.is_some(), "--sasl-mechanism"),
+                (args.ssl_ca_location.is_some(), "--ssl-ca-location"),
+                (
+                    args.ssl_certificate_location.is_some(),
+                    "--ssl-certificate-location",
+                ),
+                (args.ssl_key_location.is_some(), "--ssl-key-location"),
+            ];
+            if let Some((_, flag)) = security.iter().find(|(set, _)| *set) {
+                bail!(ConfigError(format!(
+                    "{flag} applies to a cluster named by --bootstrap (FLEETSTREAM_BOOTSTRAP); \
+                     the embedded cluster is plaintext only"
+                )));
+            }
             if args.embedded_brokers == 0 {
                 bail!(ConfigError(
                     "--embedded-brokers (FLEETSTREAM_EMBEDDED_BROKERS) must be at least 1".into()
@@ -308,6 +343,7 @@ mod tests {
     #[test]
     fn security_flags_become_the_connection_settings() {
         let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), "-----BEGIN CERTIFICATE-----\n...\n").unwrap();
         let mut a = args("sasl_ssl", Some("SCRAM-SHA-512"));
         a.ssl_ca_location = Some(ca.path().display().to_string());
         let c = connection_settings("b-1.example:9096", &a).unwrap();
@@ -350,11 +386,30 @@ mod tests {
     }
 
     #[test]
-    fn client_certificate_flags_are_checked_and_passed_on() {
-        let (cert, key) = (
-            tempfile::NamedTempFile::new().unwrap(),
-            tempfile::NamedTempFile::new().unwrap(),
+    fn security_flags_without_bootstrap_are_refused_before_the_embedded_cluster_starts() {
+        let mut a = args("ssl", None);
+        a.bootstrap = None;
+        let err = connect(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--security-protocol applies to a cluster named by --bootstrap"),
+            "{err}"
         );
+        a = args("plaintext", None);
+        a.bootstrap = None;
+        a.ssl_key_location = Some("/k.pem".into());
+        let err = connect(&a).unwrap_err().to_string();
+        assert!(err.contains("--ssl-key-location applies"), "{err}");
+    }
+
+    #[test]
+    fn client_certificate_flags_are_checked_and_passed_on() {
+        let pem = |text: &str| {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), text).unwrap();
+            f
+        };
+        let cert = pem("-----BEGIN CERTIFICATE-----\n...\n");
+        let key = pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\n...\n");
         let path = |f: &tempfile::NamedTempFile| Some(f.path().display().to_string());
         let mut a = args("ssl", None);
         a.ssl_certificate_location = path(&cert);
@@ -389,5 +444,24 @@ mod tests {
         b.ssl_key_password = Some("phrase".into());
         assert!(refusal(&b)
             .contains("--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without"));
+        // An encrypted key without its pass phrase, a file that is not PEM, a directory.
+        b = a.clone();
+        b.ssl_key_password = None;
+        assert!(refusal(&b)
+            .contains("is encrypted: set its pass phrase with FLEETSTREAM_SSL_KEY_PASSWORD"));
+        let jks = pem("\u{fe}\u{ed}binary");
+        b = a.clone();
+        b.ssl_certificate_location = path(&jks);
+        assert!(refusal(&b).contains("is not PEM"), "{}", refusal(&b));
+        let dir = tempfile::tempdir().unwrap();
+        b = a.clone();
+        b.ssl_key_location = Some(dir.path().display().to_string());
+        assert!(refusal(&b).contains("it is a directory"), "{}", refusal(&b));
+        // A plain key needs no pass phrase.
+        let plain = pem("-----BEGIN PRIVATE KEY-----\n...\n");
+        b = a.clone();
+        b.ssl_key_location = path(&plain);
+        b.ssl_key_password = None;
+        assert!(connection_settings("h:9094", &b).is_ok());
     }
 }

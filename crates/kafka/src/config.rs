@@ -407,6 +407,22 @@ mod tests {
     }
 
     #[test]
+    fn client_certificate_settings_reach_librdkafka() {
+        let mut s = ConnectionSettings::plaintext("b:9094");
+        s.security_protocol = SecurityProtocol::Ssl;
+        s.ssl_certificate_location = Some("/c/client.pem".into());
+        s.ssl_key_location = Some("/c/client.key".into());
+        s.ssl_key_password = Some(Secret::new("phrase"));
+        let c = s.to_client_config();
+        assert_eq!(c.get("security.protocol"), Some("ssl"));
+        assert_eq!(c.get("ssl.certificate.location"), Some("/c/client.pem"));
+        assert_eq!(c.get("ssl.key.location"), Some("/c/client.key"));
+        assert_eq!(c.get("ssl.key.password"), Some("phrase"));
+        let plain = ConnectionSettings::plaintext("b:9092").to_client_config();
+        assert_eq!(plain.get("ssl.key.location"), None);
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let mut s = ConnectionSettings::plaintext("b:9092");
         s.sasl_password = Some(Secret::new("hunter2"));

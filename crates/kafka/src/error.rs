@@ -45,8 +45,8 @@ pub(crate) fn client_error(e: &RdError) -> KafkaError {
         KafkaError::Client(format!("{text} (this build has no TLS/SASL: rebuild with `--features tls`, which needs libssl-dev)"))
     } else if text.contains("ssl.key.location failed") {
         KafkaError::Client(format!(
-            "{text} (the client's private key could not be read: a wrong pass phrase \
-             (ssl.key.password), or not a PEM key)"
+            "{text} (the client's private key could not be read: a missing or wrong pass \
+             phrase (ssl.key.password), or not a PEM key)"
         ))
     } else if text.contains("ssl.certificate.location failed") {
         KafkaError::Client(format!(

@@ -200,9 +200,13 @@ async fn mutual_tls_without_a_client_certificate_is_refused() {
     anonymous.ssl_key_location = None;
     anonymous.ssl_key_password = None;
     let err = admin_refusal(anonymous);
-    // The broker's TLS alert 42, as librdkafka reports it.
-    assert!(err.contains("ssl://127.0.0.1"), "{err}");
-    assert!(err.contains("bad certificate"), "{err}");
+    // The broker's TLS alert, as librdkafka reports it: 42 `bad certificate` from the JDKs of
+    // today, 116 `certificate required` from those with JDK-8311644.
+    assert!(err.contains("ssl://127.0.0.1:929"), "{err}");
+    assert!(
+        err.contains("bad certificate") || err.contains("certificate required"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -214,5 +218,5 @@ async fn a_wrong_key_pass_phrase_fails_naming_the_key() {
     };
     eprintln!("what a user sees: {err}");
     assert!(err.contains("ssl.key.location failed"), "{err}");
-    assert!(err.contains("a wrong pass phrase"), "{err}");
+    assert!(err.contains("missing or wrong pass phrase"), "{err}");
 }

@@ -254,6 +254,15 @@ pub async fn handle(
         }
     })?;
     let count = records.len();
+    // Kafka-to-dispatcher time of the oldest record: this function's lag, in time.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let oldest_ms = records
+        .iter()
+        .filter(|r| r.timestamp_ms >= 0)
+        .map(|r| (now_ms - r.timestamp_ms).max(0))
+        .max();
     let sampled = records
         .iter()
         .any(|r| r.trace_parent().is_some_and(|p| p.sampled));
@@ -274,6 +283,7 @@ pub async fn handle(
         failed = s.failed,
         skipped = s.skipped,
         conflicts = s.conflicts,
+        record_age_ms_max = oldest_ms,
         "batch dispatched"
     );
     Ok(LambdaResponse {

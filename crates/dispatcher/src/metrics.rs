@@ -37,6 +37,20 @@ impl Histogram {
         self.count
     }
 
+    /// Sum of the observations, seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_seconds
+    }
+
+    /// Adds another histogram's observations.
+    pub fn add(&mut self, other: &Histogram) {
+        for (slot, n) in self.buckets.iter_mut().zip(other.buckets) {
+            *slot += n;
+        }
+        self.sum_seconds += other.sum_seconds;
+        self.count += other.count;
+    }
+
     /// The histogram in the form [`Exposition::histogram`] writes.
     pub fn sample(&self) -> HistogramSample {
         let mut cumulative = Vec::with_capacity(names::LATENCY_BUCKETS_SECONDS.len());
@@ -75,6 +89,7 @@ type Counter = (&'static str, &'static str, fn(&TargetCodeStats) -> u64);
 pub(crate) struct BatchMetrics {
     per_target: BTreeMap<(String, u32), TargetCodeStats>,
     outcomes: BTreeMap<&'static str, u64>,
+    pub(crate) record_age: Histogram,
 }
 
 impl BatchMetrics {
@@ -93,6 +108,7 @@ impl BatchMetrics {
 struct Inner {
     per_target: BTreeMap<(String, u32), TargetCodeStats>,
     outcomes: BTreeMap<&'static str, u64>,
+    record_age: Histogram,
 }
 
 /// Cumulative dispatcher metrics since start. Shared by every dispatch of one [`crate::Dispatcher`].
@@ -109,16 +125,21 @@ impl DispatchMetrics {
             total.dispatched += stats.dispatched;
             total.failed += stats.failed;
             total.duplicates += stats.duplicates;
-            let (h, add) = (&mut total.latency, &stats.latency);
-            for (slot, n) in h.buckets.iter_mut().zip(add.buckets) {
-                *slot += n;
-            }
-            h.sum_seconds += add.sum_seconds;
-            h.count += add.count;
+            total.latency.add(&stats.latency);
         }
         for (outcome, n) in batch.outcomes {
             *inner.outcomes.entry(outcome).or_insert(0) += n;
         }
+        inner.record_age.add(&batch.record_age);
+    }
+
+    /// Kafka-to-dispatcher time of every record with a timestamp so far.
+    pub fn record_age(&self) -> Histogram {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record_age
+            .clone()
     }
 
     /// Stats of `target` for `code` so far (zeros if none).
@@ -176,6 +197,14 @@ impl DispatchMetrics {
                 *n as f64,
             );
         }
+        if inner.record_age.count() > 0 {
+            e.histogram(
+                names::RECORD_AGE_SECONDS,
+                "Kafka-to-dispatcher time: a record's age (from its Kafka timestamp) when its dispatch began.",
+                &[],
+                &inner.record_age.sample(),
+            );
+        }
     }
 
     /// The metrics as Prometheus text.
@@ -222,5 +251,21 @@ mod tests {
         assert!(out
             .contains("fleetstream_dispatch_dispatched_total{target=\"alerts\",code=\"300\"} 4\n"));
         assert!(out.contains("fleetstream_dispatch_records_total{outcome=\"dispatched\"} 2\n"));
+        assert!(
+            !out.contains("record_age"),
+            "no age histogram before a record with a timestamp"
+        );
+        let mut b = BatchMetrics::default();
+        b.record_age.observe(Duration::from_millis(300));
+        m.merge(b);
+        let out = m.render_prometheus();
+        assert!(
+            out.contains("fleetstream_dispatch_record_age_seconds_bucket{le=\"0.5\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("fleetstream_dispatch_record_age_seconds_count 1\n"),
+            "{out}"
+        );
     }
 }

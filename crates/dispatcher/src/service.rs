@@ -333,6 +333,13 @@ impl Dispatcher {
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut metrics = BatchMetrics::default();
+        let started_ms = started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for r in records.iter().filter(|r| r.timestamp_ms >= 0) {
+            let age_ms = (started_ms - r.timestamp_ms).max(0) as u64;
+            metrics.record_age.observe(Duration::from_millis(age_ms));
+        }
         // Ids seen earlier in this batch: a producer duplicate inside one batch.
         let mut seen: HashMap<String, u64> = HashMap::new();
         let mut routed = Vec::new();

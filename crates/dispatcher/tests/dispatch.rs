@@ -95,6 +95,30 @@ async fn same_batch_three_times_has_one_effect_per_record() {
     );
 }
 
+/// Kafka-to-dispatcher time: each record's age from its Kafka timestamp when its batch's
+/// dispatch began; records without a timestamp (-1) are left out.
+#[tokio::test]
+async fn record_age_is_measured_from_the_kafka_timestamp() {
+    let d = dispatcher(ROUTES, Arc::new(MemoryStore::default()));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut records = batch();
+    for (i, r) in records.iter_mut().enumerate() {
+        r.timestamp_ms = if i == 0 { -1 } else { now_ms - 2_000 };
+    }
+    d.dispatch(records).await;
+    let age = d.metrics().record_age();
+    assert_eq!(
+        age.count(),
+        9,
+        "the record without a timestamp is not counted"
+    );
+    let mean = age.sum_seconds() / 9.0;
+    assert!((2.0..3.0).contains(&mean), "mean age {mean} s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_of_one_batch_have_one_effect_each() {
     let d = Arc::new(dispatcher(ROUTES, Arc::new(MemoryStore::default())));

@@ -17,6 +17,10 @@ pub const DELIVERY_SECONDS: &str = "fleetstream_dispatch_delivery_seconds";
 /// Counter, label `outcome` (`dispatched`, `duplicate`, `failed`, `skipped`, `conflict`): records
 /// by final outcome, across targets.
 pub const RECORDS_TOTAL: &str = "fleetstream_dispatch_records_total";
+/// Histogram (seconds), no labels: Kafka-to-dispatcher time, the age of each record (its Kafka
+/// timestamp, the producer's send time) when the dispatch of its batch began. Lag in time, as
+/// the dispatcher sees it, whether a worker or an event source mapping delivered the batch.
+pub const RECORD_AGE_SECONDS: &str = "fleetstream_dispatch_record_age_seconds";
 /// Counter, label `status` (HTTP status code): Invoke requests answered by the local server.
 pub const INVOCATIONS_TOTAL: &str = "fleetstream_dispatch_invocations_total";
 /// Histogram (seconds), no labels: time to answer one Invoke request (decode, dispatch, encode).

@@ -81,6 +81,9 @@ async fn invoke_dispatches_then_reports_duplicates() {
         "fleetstream_dispatch_invocations_total{status=\"200\"} 2\n",
         "fleetstream_dispatch_delivery_seconds_count{target=\"archive\",code=\"301\"} 1\n",
         "fleetstream_dispatch_invocation_seconds_count 2\n",
+        // Three records with timestamps, twice; from 2023, so all past the last bucket.
+        "fleetstream_dispatch_record_age_seconds_count 6\n",
+        "fleetstream_dispatch_record_age_seconds_bucket{le=\"10\"} 0\n",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

@@ -13,6 +13,7 @@
 //!   `--features tls`; the Lambda function is always built with it).
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 
 /// What the placeholder credentials call their provider (visible in the SDK's debug logs).
@@ -71,6 +72,25 @@ pub async fn sdk_config(endpoint: Option<&str>, setting: &str) -> Result<SdkConf
         Endpoint::Aws => loader = https(loader, setting)?,
     }
     Ok(loader.load().await)
+}
+
+/// The credentials AWS's default chain finds for `region`: the environment
+/// (`AWS_ACCESS_KEY_ID`, ...), a profile, a web identity, the ECS task role or the EC2 instance
+/// role. The ones fetched over HTTPS (web identity, SSO) need the `tls` feature; the others work
+/// in any build.
+pub async fn credentials(region: &str) -> Result<SharedCredentialsProvider, String> {
+    let loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
+    #[cfg(feature = "tls")]
+    let loader = https(loader, "AWS credentials")?;
+    // Without TLS, plain HTTP still reaches the instance and container metadata endpoints.
+    #[cfg(not(feature = "tls"))]
+    let loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
+    loader
+        .load()
+        .await
+        .credentials_provider()
+        .ok_or_else(|| "AWS's default credentials chain found no provider".to_owned())
 }
 
 fn has_env(name: &str) -> bool {

@@ -23,6 +23,7 @@ mod context;
 mod embedded;
 mod error;
 pub mod headers;
+pub mod msk_iam;
 mod producer;
 
 pub use admin::{Admin, ApplyReport, Drift, TopicState};

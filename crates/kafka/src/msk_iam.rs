@@ -1,0 +1,385 @@
+//! Amazon MSK IAM authentication: SASL/OAUTHBEARER with a token that is a SigV4-presigned URL
+//! for the `kafka-cluster:Connect` action, the scheme of AWS's own signers
+//! (aws-msk-iam-sasl-signer for Go, Python, JavaScript, .NET).
+//!
+//! The token: `https://kafka.<region>.amazonaws.com/?Action=kafka-cluster%3AConnect&...`,
+//! presigned with the service name `kafka-cluster`, the hash of an empty body and an expiry of
+//! 900 s, then `User-Agent` appended (unsigned), the whole URL base64url-encoded without
+//! padding. librdkafka asks for a new token at 80% of its lifetime.
+//!
+//! Credentials come from AWS's default chain (environment, profile, web identity, ECS task role,
+//! EC2 instance role), resolved on a thread of its own: librdkafka asks for tokens from inside
+//! `poll`, which may run on an async runtime's thread, where blocking on another runtime is not
+//! allowed.
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+};
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The SASL mechanism name fleetstream accepts for MSK IAM (librdkafka sees `OAUTHBEARER`).
+pub const MECHANISM: &str = "AWS_MSK_IAM";
+
+/// How long a token is valid, as AWS's signers set it.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+
+/// The IAM action a token grants.
+const ACTION: &str = "kafka-cluster:Connect";
+
+/// The service name the signature is for.
+const SIGNING_NAME: &str = "kafka-cluster";
+
+/// How long a token request waits for credentials before librdkafka is told it failed (and
+/// retries): the instance metadata service answers in milliseconds, STS in well under this.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A signed token and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The base64url-encoded presigned URL.
+    pub value: String,
+    /// Expiry, milliseconds since the epoch (what librdkafka takes as the token's lifetime).
+    pub expires_ms: i64,
+}
+
+/// Signs a token for `region` with `credentials`, as of `now`.
+pub fn sign_token(
+    region: &str,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<Token, String> {
+    if region.is_empty() {
+        return Err("the AWS region is empty".into());
+    }
+    let url = format!(
+        "https://kafka.{region}.amazonaws.com/?Action={}",
+        encode(ACTION)
+    );
+    let identity = credentials.clone().into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(TOKEN_LIFETIME);
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SIGNING_NAME)
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| format!("signing parameters: {e}"))?
+        .into();
+    let request = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
+        .map_err(|e| format!("the request to sign: {e}"))?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| format!("signing: {e}"))?
+        .into_parts();
+    let mut signed = url;
+    for (name, value) in instructions.params() {
+        signed.push('&');
+        signed.push_str(name);
+        signed.push('=');
+        signed.push_str(&encode(value));
+    }
+    signed.push_str("&User-Agent=");
+    signed.push_str(&encode(concat!("fleetstream/", env!("CARGO_PKG_VERSION"))));
+    let signed_at = now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| "the clock is before 1970".to_owned())?;
+    // X-Amz-Date has whole seconds: the token expires TOKEN_LIFETIME after them.
+    let expires_ms = (signed_at.as_secs() + TOKEN_LIFETIME.as_secs()) as i64 * 1000;
+    Ok(Token {
+        value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed),
+        expires_ms,
+    })
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, as SigV4 does.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+type Reply = mpsc::SyncSender<Result<Credentials, String>>;
+
+/// Signs tokens for librdkafka: one per client, asked from the client's poll.
+pub struct MskIamTokens {
+    region: String,
+    requests: Mutex<mpsc::Sender<Reply>>,
+    signed: AtomicU64,
+}
+
+impl std::fmt::Debug for MskIamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MskIamTokens")
+            .field("region", &self.region)
+            .field("signed", &self.signed())
+            .finish()
+    }
+}
+
+impl MskIamTokens {
+    /// Starts the credentials thread for `region`, on AWS's default chain.
+    pub fn start(region: &str) -> Result<Self, String> {
+        let owned = region.to_owned();
+        Self::with_provider(region, move |rt| {
+            rt.block_on(fleetstream_aws::credentials(&owned))
+        })
+    }
+
+    /// Starts the credentials thread with the provider `make` builds on the thread's runtime.
+    pub fn with_provider(
+        region: &str,
+        make: impl FnOnce(&tokio::runtime::Runtime) -> Result<SharedCredentialsProvider, String>
+            + Send
+            + 'static,
+    ) -> Result<Self, String> {
+        if region.is_empty() {
+            return Err("the AWS region is empty".into());
+        }
+        let (tx, rx) = mpsc::channel::<Reply>();
+        std::thread::Builder::new()
+            .name("fs-msk-iam".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => return answer_all(&rx, &format!("no runtime for AWS credentials: {e}")),
+                };
+                let provider = match make(&runtime) {
+                    Ok(p) => p,
+                    Err(e) => return answer_all(&rx, &e),
+                };
+                for reply in rx {
+                    let got = runtime
+                        .block_on(provider.provide_credentials())
+                        .map_err(|e| format!("AWS credentials: {}", error_chain(&e)));
+                    let _ = reply.send(got);
+                }
+            })
+            .map_err(|e| format!("could not start the MSK IAM credentials thread: {e}"))?;
+        Ok(MskIamTokens {
+            region: region.to_owned(),
+            requests: Mutex::new(tx),
+            signed: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh token: current credentials, signed now.
+    pub fn token(&self) -> Result<Token, String> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(reply)
+            .map_err(|_| "the MSK IAM credentials thread has stopped".to_owned())?;
+        let credentials = answer
+            .recv_timeout(CREDENTIALS_TIMEOUT)
+            .map_err(|_| format!("AWS credentials: no answer within {CREDENTIALS_TIMEOUT:?}"))??;
+        let token = sign_token(&self.region, &credentials, SystemTime::now())?;
+        self.signed.fetch_add(1, Ordering::Relaxed);
+        Ok(token)
+    }
+
+    /// Tokens signed so far.
+    pub fn signed(&self) -> u64 {
+        self.signed.load(Ordering::Relaxed)
+    }
+
+    /// The region tokens are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+fn answer_all(rx: &mpsc::Receiver<Reply>, error: &str) {
+    for reply in rx {
+        let _ = reply.send(Err(error.to_owned()));
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(token: &str) -> String {
+        String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .expect("base64url without padding"),
+        )
+        .expect("UTF-8")
+    }
+
+    fn query(url: &str) -> Vec<(String, String)> {
+        let (_, q) = url.split_once('?').expect("a query");
+        q.split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("k=v");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    /// 2026-11-30T08:00:00Z.
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_796_025_600)
+    }
+
+    #[test]
+    fn a_token_is_a_presigned_connect_url_for_the_region() {
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let t = sign_token("sa-east-1", &creds, at()).unwrap();
+        assert!(!t.value.contains('=') && !t.value.contains('+') && !t.value.contains('/'));
+        let url = decode(&t.value);
+        assert!(
+            url.starts_with("https://kafka.sa-east-1.amazonaws.com/?"),
+            "{url}"
+        );
+        let q = query(&url);
+        assert_eq!(get(&q, "Action"), Some("kafka-cluster%3AConnect"));
+        assert_eq!(get(&q, "X-Amz-Algorithm"), Some("AWS4-HMAC-SHA256"));
+        assert_eq!(
+            get(&q, "X-Amz-Credential"),
+            Some("AKIDEXAMPLE%2F20261130%2Fsa-east-1%2Fkafka-cluster%2Faws4_request")
+        );
+        assert_eq!(get(&q, "X-Amz-Date"), Some("20261130T080000Z"));
+        assert_eq!(get(&q, "X-Amz-Expires"), Some("900"));
+        assert_eq!(get(&q, "X-Amz-SignedHeaders"), Some("host"));
+        assert_eq!(get(&q, "X-Amz-Security-Token"), None);
+        let sig = get(&q, "X-Amz-Signature").unwrap();
+        assert!(
+            sig.len() == 64 && sig.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{sig}"
+        );
+        assert!(get(&q, "User-Agent").unwrap().starts_with("fleetstream%2F"));
+        assert_eq!(t.expires_ms, (1_796_025_600 + 900) * 1000);
+    }
+
+    #[test]
+    fn a_session_token_is_signed_into_the_url_and_changes_the_signature() {
+        let plain = Credentials::new("AKID", "secret", None, None, "test");
+        let session = Credentials::new("AKID", "secret", Some("tok+en/=".into()), None, "test");
+        let a = query(&decode(&sign_token("us-east-1", &plain, at()).unwrap().value));
+        let b = query(&decode(&sign_token("us-east-1", &session, at()).unwrap().value));
+        assert_eq!(get(&b, "X-Amz-Security-Token"), Some("tok%2Ben%2F%3D"));
+        assert_ne!(get(&a, "X-Amz-Signature"), get(&b, "X-Amz-Signature"));
+    }
+
+    #[test]
+    fn the_signature_depends_on_secret_region_and_time() {
+        let creds = Credentials::new("AKID", "secret", None, None, "test");
+        let other = Credentials::new("AKID", "other", None, None, "test");
+        let sig = |c: &Credentials, r: &str, t: SystemTime| {
+            let q = query(&decode(&sign_token(r, c, t).unwrap().value));
+            get(&q, "X-Amz-Signature").unwrap().to_owned()
+        };
+        let base = sig(&creds, "us-east-1", at());
+        assert_eq!(base, sig(&creds, "us-east-1", at()), "deterministic");
+        assert_ne!(base, sig(&other, "us-east-1", at()));
+        assert_ne!(base, sig(&creds, "us-west-2", at()));
+        assert_ne!(base, sig(&creds, "us-east-1", at() + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_empty_region_is_refused() {
+        let creds = Credentials::new("AKID", "secret", None, None, "test");
+        assert!(sign_token("", &creds, at()).is_err());
+        assert!(MskIamTokens::start("").is_err());
+    }
+
+    #[test]
+    fn tokens_come_from_the_provider_on_its_thread() {
+        let tokens = MskIamTokens::with_provider("eu-west-1", |_| {
+            Ok(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTHREAD",
+                "secret",
+                None,
+                None,
+                "test",
+            )))
+        })
+        .unwrap();
+        let t = tokens.token().unwrap();
+        let q = query(&decode(&t.value));
+        assert!(get(&q, "X-Amz-Credential")
+            .unwrap()
+            .starts_with("AKIDTHREAD%2F"));
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(t.expires_ms > now_ms + 890_000 && t.expires_ms <= now_ms + 900_000);
+        assert_eq!(tokens.signed(), 1);
+    }
+
+    #[test]
+    fn a_provider_that_fails_is_reported_on_every_request() {
+        let tokens =
+            MskIamTokens::with_provider("eu-west-1", |_| Err("no chain here".into())).unwrap();
+        assert_eq!(tokens.token().unwrap_err(), "no chain here");
+        assert_eq!(tokens.token().unwrap_err(), "no chain here");
+        assert_eq!(tokens.signed(), 0);
+    }
+
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::not_loaded(
+                    "nothing in the environment",
+                ),
+            ))
+        }
+    }
+
+    #[test]
+    fn missing_credentials_say_so() {
+        let tokens = MskIamTokens::with_provider("eu-west-1", |_| {
+            Ok(SharedCredentialsProvider::new(NoCredentials))
+        })
+        .unwrap();
+        let err = tokens.token().unwrap_err();
+        assert!(
+            err.starts_with("AWS credentials: ") && err.contains("nothing in the environment"),
+            "{err}"
+        );
+    }
+}

@@ -66,16 +66,23 @@ pub struct ClusterArgs {
     /// Brokers of the embedded cluster.
     #[arg(long, env = "FLEETSTREAM_EMBEDDED_BROKERS", default_value_t = 3)]
     pub embedded_brokers: usize,
-    /// Security protocol: plaintext, ssl, sasl_plaintext, sasl_ssl (MSK SCRAM: sasl_ssl).
+    /// Security protocol: plaintext, ssl, sasl_plaintext, sasl_ssl (MSK SCRAM on port 9096 and
+    /// MSK IAM on 9098: sasl_ssl; MSK mTLS on 9094: ssl).
     #[arg(
         long,
         env = "FLEETSTREAM_SECURITY_PROTOCOL",
         default_value = "plaintext"
     )]
     pub security_protocol: String,
-    /// SASL mechanism, e.g. SCRAM-SHA-512.
+    /// SASL mechanism: SCRAM-SHA-512 (MSK SCRAM), SCRAM-SHA-256, PLAIN, or AWS_MSK_IAM (MSK IAM:
+    /// SASL/OAUTHBEARER with tokens signed from AWS's default credentials chain, the
+    /// environment, a profile, the ECS task role or the EC2 instance role; needs --aws-region).
     #[arg(long, env = "FLEETSTREAM_SASL_MECHANISM")]
     pub sasl_mechanism: Option<String>,
+    /// AWS region of the MSK cluster, for AWS_MSK_IAM. Unset: AWS_REGION, then
+    /// AWS_DEFAULT_REGION.
+    #[arg(long, env = "FLEETSTREAM_AWS_REGION")]
+    pub aws_region: Option<String>,
     /// SASL user name.
     #[arg(long, env = "FLEETSTREAM_SASL_USERNAME")]
     pub sasl_username: Option<String>,

@@ -90,7 +90,29 @@ pub fn load_topology(args: &TopologyArgs) -> anyhow::Result<Topology> {
 }
 
 /// The SASL mechanisms the flags accept (librdkafka's names; case does not matter).
-pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+pub const SASL_MECHANISMS: [&str; 4] = [
+    "SCRAM-SHA-512",
+    "SCRAM-SHA-256",
+    "PLAIN",
+    fleetstream_kafka::msk_iam::MECHANISM,
+];
+
+/// The region MSK IAM tokens are signed for: `--aws-region`, else the AWS SDK's variables.
+fn msk_iam_region(args: &ClusterArgs) -> anyhow::Result<String> {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    args.aws_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| from_env("AWS_REGION"))
+        .or_else(|| from_env("AWS_DEFAULT_REGION"))
+        .ok_or_else(|| {
+            anyhow::Error::new(ConfigError(format!(
+                "--sasl-mechanism {} needs the cluster's region: --aws-region \
+                 (FLEETSTREAM_AWS_REGION), AWS_REGION or AWS_DEFAULT_REGION",
+                fleetstream_kafka::msk_iam::MECHANISM
+            )))
+        })
+}
 
 /// The connection settings for `--bootstrap`, checked: a SASL protocol needs a mechanism (and a
 /// user name and password), a mechanism needs a SASL protocol and must be one of
@@ -126,18 +148,43 @@ pub fn connection_settings(
         (Some(m), true) => {
             let upper = m.to_ascii_uppercase();
             if !SASL_MECHANISMS.contains(&upper.as_str()) {
+                let hint = if upper == "OAUTHBEARER" {
+                    " (for MSK IAM, which is OAUTHBEARER with AWS-signed tokens, use AWS_MSK_IAM)"
+                } else {
+                    ""
+                };
                 bail!(ConfigError(format!(
-                    "--sasl-mechanism (FLEETSTREAM_SASL_MECHANISM) {m:?} is not one of {} \
-                     (MSK IAM's OAUTHBEARER is not supported yet)",
+                    "--sasl-mechanism (FLEETSTREAM_SASL_MECHANISM) {m:?} is not one of {}{hint}",
                     SASL_MECHANISMS.join(", ")
                 )));
             }
-            for (value, flag) in [
-                (&args.sasl_username, "--sasl-username (FLEETSTREAM_SASL_USERNAME)"),
-                (&args.sasl_password, "--sasl-password (FLEETSTREAM_SASL_PASSWORD)"),
-            ] {
-                if value.as_deref().is_none_or(str::is_empty) {
-                    bail!(ConfigError(format!("--sasl-mechanism {upper} needs {flag}")));
+            if upper == fleetstream_kafka::msk_iam::MECHANISM {
+                c.aws_region = Some(msk_iam_region(args)?);
+                if c.security_protocol != SecurityProtocol::SaslSsl {
+                    bail!(ConfigError(format!(
+                        "--sasl-mechanism {upper} needs --security-protocol sasl_ssl (MSK's IAM \
+                         listener, port 9098, is TLS only), not {}",
+                        args.security_protocol
+                    )));
+                }
+                for (value, flag) in [
+                    (&args.sasl_username, "--sasl-username (FLEETSTREAM_SASL_USERNAME)"),
+                    (&args.sasl_password, "--sasl-password (FLEETSTREAM_SASL_PASSWORD)"),
+                ] {
+                    if value.is_some() {
+                        bail!(ConfigError(format!(
+                            "--sasl-mechanism {upper} signs with AWS credentials; {flag} does not apply"
+                        )));
+                    }
+                }
+            } else {
+                for (value, flag) in [
+                    (&args.sasl_username, "--sasl-username (FLEETSTREAM_SASL_USERNAME)"),
+                    (&args.sasl_password, "--sasl-password (FLEETSTREAM_SASL_PASSWORD)"),
+                ] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        bail!(ConfigError(format!("--sasl-mechanism {upper} needs {flag}")));
+                    }
                 }
             }
             Some(upper)
@@ -206,6 +253,12 @@ pub fn connection_settings(
             "--ssl-key-password (FLEETSTREAM_SSL_KEY_PASSWORD) is set without --ssl-key-location (FLEETSTREAM_SSL_KEY_LOCATION)"
                 .into()
         ));
+    }
+    if args.aws_region.is_some() && c.aws_region.is_none() {
+        bail!(ConfigError(format!(
+            "--aws-region (FLEETSTREAM_AWS_REGION) is for --sasl-mechanism {}",
+            fleetstream_kafka::msk_iam::MECHANISM
+        )));
     }
     c.sasl_mechanism = mechanism;
     c.sasl_username = args.sasl_username.clone();
@@ -295,6 +348,7 @@ pub fn connect(args: &ClusterArgs) -> anyhow::Result<ClusterHandle> {
                     "--ssl-certificate-location",
                 ),
                 (args.ssl_key_location.is_some(), "--ssl-key-location"),
+                (args.aws_region.is_some(), "--aws-region"),
             ];
             if let Some((_, flag)) = security.iter().find(|(set, _)| *set) {
                 bail!(ConfigError(format!(
@@ -331,6 +385,7 @@ mod tests {
             ssl_certificate_location: None,
             ssl_key_location: None,
             ssl_key_password: None,
+            aws_region: None,
         }
     }
 
@@ -374,7 +429,7 @@ mod tests {
         a = args("plaintext", None);
         a.ssl_ca_location = Some(ca.path().display().to_string());
         assert!(refusal(&a).contains("needs --security-protocol ssl or sasl_ssl"));
-        assert!(refusal(&args("sasl_ssl", Some("OAUTHBEARER"))).contains("not supported yet"));
+        assert!(refusal(&args("sasl_ssl", Some("OAUTHBEARER"))).contains("use AWS_MSK_IAM"));
         assert!(refusal(&args("sasl_ssl", Some("GSSAPI"))).contains("SCRAM-SHA-512"));
         // Case does not matter, for the check either.
         a = args("sasl_ssl", Some("scram-sha-512"));
@@ -383,6 +438,49 @@ mod tests {
         a.sasl_password = Some("pw".into());
         let c = connection_settings("h:9096", &a).unwrap();
         assert_eq!(c.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+    }
+
+    #[test]
+    fn msk_iam_flags_are_checked_and_passed_on() {
+        let iam = |protocol: &str| {
+            let mut a = args(protocol, Some("aws_msk_iam"));
+            a.sasl_username = None;
+            a.sasl_password = None;
+            a.aws_region = Some("sa-east-1".into());
+            a
+        };
+        let c = connection_settings("b-1.example:9098", &iam("sasl_ssl")).unwrap();
+        assert_eq!(c.sasl_mechanism.as_deref(), Some("AWS_MSK_IAM"));
+        assert_eq!(c.aws_region.as_deref(), Some("sa-east-1"));
+        assert!(c.uses_msk_iam());
+        assert_eq!(c.sasl_username, None);
+        let err = refusal(&iam("sasl_plaintext"));
+        assert!(err.contains("needs --security-protocol sasl_ssl"), "{err}");
+        let mut a = iam("sasl_ssl");
+        a.sasl_password = Some("pw".into());
+        let err = refusal(&a);
+        assert!(
+            err.contains("--sasl-password") && err.contains("does not apply"),
+            "{err}"
+        );
+        // A region for another mechanism is a mistake worth naming.
+        a = args("sasl_ssl", Some("SCRAM-SHA-512"));
+        a.aws_region = Some("sa-east-1".into());
+        assert!(refusal(&a).contains("--aws-region (FLEETSTREAM_AWS_REGION) is for"));
+        // Without --aws-region the SDK's variables are read; with neither, the error names all.
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            a = iam("sasl_ssl");
+            a.aws_region = None;
+            let err = refusal(&a);
+            assert!(
+                err.contains(
+                    "--aws-region (FLEETSTREAM_AWS_REGION), AWS_REGION or AWS_DEFAULT_REGION"
+                ),
+                "{err}"
+            );
+        }
     }
 
     #[test]

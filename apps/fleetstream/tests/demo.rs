@@ -23,6 +23,7 @@ fn demo_args(topology_file: &std::path::Path, json: &std::path::Path) -> DemoArg
             ssl_certificate_location: None,
             ssl_key_location: None,
             ssl_key_password: None,
+            aws_region: None,
         },
         topology: TopologyArgs {
             topology: topology_file.display().to_string(),

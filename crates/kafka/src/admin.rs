@@ -60,6 +60,12 @@ pub struct ApplyReport {
     pub unchecked: Vec<String>,
 }
 
+/// Why `topics apply` cannot create topics or read their configs over MSK IAM.
+const MSK_IAM_ADMIN: &str = "this build cannot create topics or read their configs over MSK IAM: \
+rust-rdkafka's admin client cannot answer librdkafka's OAUTHBEARER token requests. Create them \
+with the AWS console, CLI or Terraform, or run `fleetstream topics apply` over SCRAM \
+(sasl_ssl, port 9096) or mutual TLS (port 9094); produce and worker then run over IAM";
+
 /// Admin operations on a cluster.
 pub struct Admin {
     cluster: ClusterHandle,
@@ -75,11 +81,14 @@ pub struct Admin {
 impl Admin {
     /// Connects a metadata client; the admin client follows when first needed.
     pub fn new(cluster: &ClusterHandle) -> Result<Self, KafkaError> {
-        let meta = cluster
+        let meta: BaseProducer<ErrorCtx> = cluster
             .connection()
             .to_client_config()
-            .create_with_context(ErrorCtx::default())
+            .create_with_context(ErrorCtx::for_connection(cluster.connection())?)
             .map_err(|e| crate::error::client_error(&e))?;
+        crate::context::serve_first_token(meta.context().oauth.as_deref(), || {
+            meta.poll(Duration::from_millis(10));
+        });
         Ok(Admin {
             cluster: cluster.clone(),
             client: OnceLock::new(),
@@ -90,6 +99,9 @@ impl Admin {
     fn client(&self) -> Result<&AdminClient<DefaultClientContext>, KafkaError> {
         if let Some(c) = self.client.get() {
             return Ok(c);
+        }
+        if self.cluster.connection().uses_msk_iam() {
+            return Err(KafkaError::Admin(MSK_IAM_ADMIN.into()));
         }
         let c = self
             .cluster
@@ -178,7 +190,7 @@ impl Admin {
                 retention_ms: None,
             });
         }
-        if !self.is_mock() && !out.is_empty() {
+        if !self.is_mock() && !self.cluster.connection().uses_msk_iam() && !out.is_empty() {
             let specs: Vec<ResourceSpecifier<'_>> = out
                 .iter()
                 .map(|t| ResourceSpecifier::Topic(&t.name))
@@ -217,6 +229,12 @@ impl Admin {
             .filter(|t| !existing.iter().any(|e| e.name == t.name))
             .collect();
         if !missing.is_empty() {
+            if self.cluster.connection().uses_msk_iam() {
+                let names: Vec<&str> = missing.iter().map(|t| t.name.as_str()).collect();
+                return Err(KafkaError::Admin(format!(
+                    "topics {names:?} are missing, and {MSK_IAM_ADMIN}"
+                )));
+            }
             if let Some(embedded) = self.cluster.embedded_cluster() {
                 for t in &missing {
                     embedded.create_topic(&t.name, t.partitions, repl.replication_factor)?;
@@ -301,7 +319,7 @@ impl Admin {
                 report.unchanged.push(state.name.clone());
             }
         }
-        if self.is_mock() {
+        if self.is_mock() || self.cluster.connection().uses_msk_iam() {
             report.unchecked = vec!["min.insync.replicas".into(), "retention.ms".into()];
         }
         Ok(report)

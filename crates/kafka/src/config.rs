@@ -88,6 +88,10 @@ pub struct ConnectionSettings {
     /// Pass phrase of an encrypted private key; printed as `***`.
     #[serde(default)]
     pub ssl_key_password: Option<Secret>,
+    /// AWS region the MSK cluster is in: what MSK IAM tokens are signed for (with
+    /// `sasl_mechanism` [`crate::msk_iam::MECHANISM`]).
+    #[serde(default)]
+    pub aws_region: Option<String>,
 }
 
 fn default_client_id() -> String {
@@ -108,14 +112,37 @@ impl ConnectionSettings {
             ssl_certificate_location: None,
             ssl_key_location: None,
             ssl_key_password: None,
+            aws_region: None,
         }
+    }
+
+    /// Whether clients authenticate with MSK IAM (SASL/OAUTHBEARER with signed tokens).
+    pub fn uses_msk_iam(&self) -> bool {
+        self.sasl_mechanism.as_deref() == Some(crate::msk_iam::MECHANISM)
+    }
+
+    /// The token signer for one client, when it authenticates with MSK IAM: each client asks for
+    /// its tokens (at start and at 80% of each one's 15 minutes) from its own poll.
+    pub(crate) fn oauth(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::msk_iam::MskIamTokens>>, crate::KafkaError> {
+        if !self.uses_msk_iam() {
+            return Ok(None);
+        }
+        let region = self.aws_region.as_deref().unwrap_or_default();
+        crate::msk_iam::MskIamTokens::start(region)
+            .map(|t| Some(std::sync::Arc::new(t)))
+            .map_err(|e| crate::KafkaError::Client(format!("MSK IAM: {e}")))
     }
 
     fn apply(&self, c: &mut ClientConfig) {
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("client.id", &self.client_id);
         c.set("security.protocol", self.security_protocol.as_str());
-        if let Some(m) = &self.sasl_mechanism {
+        if self.uses_msk_iam() {
+            // The token comes from the client's context (`generate_oauth_token`).
+            c.set("sasl.mechanism", "OAUTHBEARER");
+        } else if let Some(m) = &self.sasl_mechanism {
             c.set("sasl.mechanism", m);
         }
         if let Some(u) = &self.sasl_username {
@@ -420,6 +447,26 @@ mod tests {
         assert_eq!(c.get("ssl.key.password"), Some("phrase"));
         let plain = ConnectionSettings::plaintext("b:9092").to_client_config();
         assert_eq!(plain.get("ssl.key.location"), None);
+    }
+
+    #[test]
+    fn msk_iam_is_oauthbearer_to_librdkafka() {
+        let mut s = ConnectionSettings::plaintext("b-1.example:9098");
+        s.security_protocol = SecurityProtocol::SaslSsl;
+        s.sasl_mechanism = Some(crate::msk_iam::MECHANISM.into());
+        s.aws_region = Some("us-east-1".into());
+        assert!(s.uses_msk_iam());
+        let c = s.to_client_config();
+        assert_eq!(c.get("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(c.get("sasl.username"), None);
+        assert!(s.oauth().unwrap().is_some());
+        s.sasl_mechanism = Some("SCRAM-SHA-512".into());
+        assert!(!s.uses_msk_iam());
+        assert_eq!(
+            s.to_client_config().get("sasl.mechanism"),
+            Some("SCRAM-SHA-512")
+        );
+        assert!(s.oauth().unwrap().is_none());
     }
 
     #[test]

@@ -60,11 +60,21 @@ pub struct GroupCtx {
     stats: Arc<GroupStats>,
     /// Logs each distinct client error once (rust-rdkafka hands each to the context twice).
     errors: ClientErrors,
+    oauth: Option<Arc<crate::msk_iam::MskIamTokens>>,
 }
 
 impl ClientContext for GroupCtx {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.errors.record(&error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::context::oauth_token(self.oauth.as_deref())
     }
 }
 
@@ -131,6 +141,7 @@ impl GroupConsumer {
             .create_with_context(GroupCtx {
                 stats: stats.clone(),
                 errors: ClientErrors::default(),
+                oauth: settings.connection.oauth()?,
             })
             .map_err(|e| crate::error::client_error(&e))?;
         inner
@@ -285,8 +296,13 @@ fn side_consumer(
     cfg.set("group.id", group);
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "false");
-    cfg.create_with_context(ErrorCtx::default())
-        .map_err(|e| crate::error::client_error(&e))
+    let consumer: BaseConsumer<ErrorCtx> = cfg
+        .create_with_context(ErrorCtx::for_connection(connection)?)
+        .map_err(|e| crate::error::client_error(&e))?;
+    crate::context::serve_first_token(consumer.context().oauth.as_deref(), || {
+        let _ = consumer.poll(Duration::from_millis(10));
+    });
+    Ok(consumer)
 }
 
 /// `(partition, low, high)` watermarks of every partition of `topic`; an error when the

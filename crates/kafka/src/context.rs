@@ -3,9 +3,10 @@
 //! shows up only as a metadata request that times out after 15 s. Every client context keeps
 //! the newest such error so a failed call can say why.
 
-use rdkafka::client::ClientContext;
+use crate::msk_iam::MskIamTokens;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::error::KafkaError as RdError;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How many distinct client errors are kept.
@@ -87,16 +88,72 @@ impl ClientErrors {
     }
 }
 
+/// What a client's `generate_oauth_token` answers: a fresh MSK IAM token, or why not. librdkafka
+/// asks at start and at 80% of each token's lifetime, from the client's poll; a failure is
+/// reported as a client error ("Failed to acquire SASL OAUTHBEARER token") and retried.
+pub(crate) fn oauth_token(
+    oauth: Option<&MskIamTokens>,
+) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+    let tokens = oauth.ok_or(
+        "SASL/OAUTHBEARER without a token source: fleetstream supports it for MSK IAM only \
+         (--sasl-mechanism AWS_MSK_IAM)",
+    )?;
+    let token = tokens.token()?;
+    Ok(OAuthToken {
+        token: token.value,
+        // MSK takes the principal from the signature; librdkafka wants a name all the same.
+        principal_name: "fleetstream".into(),
+        lifetime_ms: token.expires_ms,
+    })
+}
+
+/// Longest wait for a client's first token request to be served.
+const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(15);
+
+/// Serves a new client's first token request before a blocking call (metadata, watermarks)
+/// needs the connection: librdkafka puts the request on the queue that `poll` serves, and a
+/// blocking call would otherwise wait for a login that waits for it. Returns at once without
+/// MSK IAM.
+pub(crate) fn serve_first_token(oauth: Option<&MskIamTokens>, mut poll: impl FnMut()) {
+    let Some(tokens) = oauth else { return };
+    let end = Instant::now() + FIRST_TOKEN_WAIT;
+    while tokens.asked() == 0 && Instant::now() < end {
+        poll();
+    }
+}
+
 /// A client context that only keeps errors, for the short-lived metadata and audit clients:
 /// their failing call carries the errors ([`ClientErrors::explain`]), so they are not logged.
 #[derive(Debug, Default)]
 pub struct ErrorCtx {
     pub(crate) errors: ClientErrors,
+    pub(crate) oauth: Option<Arc<MskIamTokens>>,
+}
+
+impl ErrorCtx {
+    /// A context for a client of `connection` (with its MSK IAM signer, if it uses one).
+    pub(crate) fn for_connection(
+        connection: &crate::config::ConnectionSettings,
+    ) -> Result<Self, crate::KafkaError> {
+        Ok(ErrorCtx {
+            errors: ClientErrors::default(),
+            oauth: connection.oauth()?,
+        })
+    }
 }
 
 impl ClientContext for ErrorCtx {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: RdError, reason: &str) {
         self.errors.keep(&error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        oauth_token(self.oauth.as_deref())
     }
 }
 

@@ -119,6 +119,7 @@ type Reply = mpsc::SyncSender<Result<Credentials, String>>;
 pub struct MskIamTokens {
     region: String,
     requests: Mutex<mpsc::Sender<Reply>>,
+    asked: AtomicU64,
     signed: AtomicU64,
 }
 
@@ -159,7 +160,9 @@ impl MskIamTokens {
                     .build()
                 {
                     Ok(r) => r,
-                    Err(e) => return answer_all(&rx, &format!("no runtime for AWS credentials: {e}")),
+                    Err(e) => {
+                        return answer_all(&rx, &format!("no runtime for AWS credentials: {e}"))
+                    }
                 };
                 let provider = match make(&runtime) {
                     Ok(p) => p,
@@ -176,12 +179,14 @@ impl MskIamTokens {
         Ok(MskIamTokens {
             region: region.to_owned(),
             requests: Mutex::new(tx),
+            asked: AtomicU64::new(0),
             signed: AtomicU64::new(0),
         })
     }
 
     /// A fresh token: current credentials, signed now.
     pub fn token(&self) -> Result<Token, String> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = mpsc::sync_channel(1);
         self.requests
             .lock()
@@ -194,6 +199,11 @@ impl MskIamTokens {
         let token = sign_token(&self.region, &credentials, SystemTime::now())?;
         self.signed.fetch_add(1, Ordering::Relaxed);
         Ok(token)
+    }
+
+    /// Tokens asked for so far, signed or not.
+    pub fn asked(&self) -> u64 {
+        self.asked.load(Ordering::Relaxed)
     }
 
     /// Tokens signed so far.
@@ -290,8 +300,12 @@ mod tests {
     fn a_session_token_is_signed_into_the_url_and_changes_the_signature() {
         let plain = Credentials::new("AKID", "secret", None, None, "test");
         let session = Credentials::new("AKID", "secret", Some("tok+en/=".into()), None, "test");
-        let a = query(&decode(&sign_token("us-east-1", &plain, at()).unwrap().value));
-        let b = query(&decode(&sign_token("us-east-1", &session, at()).unwrap().value));
+        let a = query(&decode(
+            &sign_token("us-east-1", &plain, at()).unwrap().value,
+        ));
+        let b = query(&decode(
+            &sign_token("us-east-1", &session, at()).unwrap().value,
+        ));
         assert_eq!(get(&b, "X-Amz-Security-Token"), Some("tok%2Ben%2F%3D"));
         assert_ne!(get(&a, "X-Amz-Signature"), get(&b, "X-Amz-Signature"));
     }
@@ -308,7 +322,10 @@ mod tests {
         assert_eq!(base, sig(&creds, "us-east-1", at()), "deterministic");
         assert_ne!(base, sig(&other, "us-east-1", at()));
         assert_ne!(base, sig(&creds, "us-west-2", at()));
-        assert_ne!(base, sig(&creds, "us-east-1", at() + Duration::from_secs(1)));
+        assert_ne!(
+            base,
+            sig(&creds, "us-east-1", at() + Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -60,11 +60,21 @@ pub struct Ctx<H> {
     handler: Arc<H>,
     stats: Arc<ClientStats>,
     errors: Arc<ClientErrors>,
+    oauth: Option<Arc<crate::msk_iam::MskIamTokens>>,
 }
 
 impl<H: DeliveryHandler> ClientContext for Ctx<H> {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.errors.record(&error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::context::oauth_token(self.oauth.as_deref())
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -173,6 +183,7 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
             handler,
             stats: stats.clone(),
             errors: errors.clone(),
+            oauth: settings.connection.oauth()?,
         };
         let inner =
             make(settings.to_client_config(), ctx).map_err(|e| crate::error::client_error(&e))?;

@@ -20,7 +20,9 @@ fn signer() -> Option<PathBuf> {
             Some(if p.is_absolute() {
                 p
             } else {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(p)
             })
         }
         None => {
@@ -93,7 +95,11 @@ fn check(script: &PathBuf, region: &str, key: &str, secret: &str, session: Optio
     let mut fields = stdout.split_whitespace();
     let (theirs, their_expiry) = (
         fields.next().expect("a token"),
-        fields.next().expect("an expiry").parse::<i64>().expect("ms"),
+        fields
+            .next()
+            .expect("an expiry")
+            .parse::<i64>()
+            .expect("ms"),
     );
     let their_url = decode(theirs);
     let (their_base, their_pairs) = signed_parts(&their_url);

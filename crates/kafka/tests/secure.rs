@@ -220,3 +220,44 @@ async fn a_wrong_key_pass_phrase_fails_naming_the_key() {
     assert!(err.contains("ssl.key.location failed"), "{err}");
     assert!(err.contains("missing or wrong pass phrase"), "{err}");
 }
+
+/// MSK IAM as `--sasl-mechanism AWS_MSK_IAM` sets it, against the SCRAM listener. This broker
+/// cannot check an AWS signature (only MSK can; `msk_iam_signer.rs` checks the tokens against
+/// AWS's own signer), so what this shows is the client side: the token request is served from
+/// the client's poll, librdkafka accepts the token and logs in with OAUTHBEARER, and the broker
+/// answers that it does not enable that mechanism. Without credentials, the error says so.
+/// The two cases run in one test because they set the process's AWS variables in turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn msk_iam_logs_in_with_a_signed_token_or_names_the_missing_credentials() {
+    let Some(l) = listener() else { return };
+    let mut iam = ConnectionSettings::plaintext(&l.bootstrap);
+    iam.security_protocol = SecurityProtocol::SaslSsl;
+    iam.sasl_mechanism = Some(fleetstream_kafka::msk_iam::MECHANISM.into());
+    iam.aws_region = Some("us-east-1".into());
+    iam.ssl_ca_location = Some(l.ca.clone());
+    // Only the environment: no profile files, no instance metadata.
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/fleetstream-test");
+    std::env::set_var(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/fleetstream-test",
+    );
+    std::env::remove_var("AWS_PROFILE");
+
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    std::env::remove_var("AWS_SESSION_TOKEN");
+    let err = admin_refusal(iam.clone());
+    assert!(err.contains("OAUTHBEARER token"), "{err}");
+    assert!(err.contains("AWS credentials"), "{err}");
+
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFLEETSTREAMTEST");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "not-a-real-secret");
+    let err = admin_refusal(iam);
+    assert!(
+        err.contains("SASL OAUTHBEARER mechanism handshake failed")
+            && err.contains("Unsupported SASL mechanism"),
+        "{err}"
+    );
+    assert!(!err.contains("AWS credentials"), "{err}");
+}

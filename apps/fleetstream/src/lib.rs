@@ -171,7 +171,7 @@ pub fn connection_settings(
                     (&args.sasl_username, "--sasl-username (FLEETSTREAM_SASL_USERNAME)"),
                     (&args.sasl_password, "--sasl-password (FLEETSTREAM_SASL_PASSWORD)"),
                 ] {
-                    if value.is_some() {
+                    if value.as_deref().is_some_and(|v| !v.is_empty()) {
                         bail!(ConfigError(format!(
                             "--sasl-mechanism {upper} signs with AWS credentials; {flag} does not apply"
                         )));

@@ -29,8 +29,13 @@ pub async fn apply(args: TopicsArgs) -> anyhow::Result<()> {
             );
         }
         if !report.unchecked.is_empty() {
+            let why = if cluster.connection().uses_msk_iam() {
+                "over MSK IAM, which the admin client cannot use"
+            } else {
+                "embedded mock cluster"
+            };
             println!(
-                "note: this cluster cannot report {} (embedded mock cluster)",
+                "note: this cluster cannot report {} ({why})",
                 report.unchecked.join(", ")
             );
         }

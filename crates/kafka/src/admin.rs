@@ -190,7 +190,7 @@ impl Admin {
                 retention_ms: None,
             });
         }
-        if !self.is_mock() && !self.cluster.connection().uses_msk_iam() && !out.is_empty() {
+        if !out.is_empty() && !self.cluster.connection().uses_msk_iam() && !self.is_mock() {
             let specs: Vec<ResourceSpecifier<'_>> = out
                 .iter()
                 .map(|t| ResourceSpecifier::Topic(&t.name))
@@ -319,7 +319,7 @@ impl Admin {
                 report.unchanged.push(state.name.clone());
             }
         }
-        if self.is_mock() || self.cluster.connection().uses_msk_iam() {
+        if self.cluster.connection().uses_msk_iam() || self.is_mock() {
             report.unchecked = vec!["min.insync.replicas".into(), "retention.ms".into()];
         }
         Ok(report)

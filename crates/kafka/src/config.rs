@@ -118,7 +118,9 @@ impl ConnectionSettings {
 
     /// Whether clients authenticate with MSK IAM (SASL/OAUTHBEARER with signed tokens).
     pub fn uses_msk_iam(&self) -> bool {
-        self.sasl_mechanism.as_deref() == Some(crate::msk_iam::MECHANISM)
+        self.sasl_mechanism
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(crate::msk_iam::MECHANISM))
     }
 
     /// The token signer for one client, when it authenticates with MSK IAM: each client asks for

@@ -110,14 +110,21 @@ pub(crate) fn oauth_token(
 /// Longest wait for a client's first token request to be served.
 const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(15);
 
-/// Serves a new client's first token request before a blocking call (metadata, watermarks)
-/// needs the connection: librdkafka puts the request on the queue that `poll` serves, and a
-/// blocking call would otherwise wait for a login that waits for it. Returns at once without
-/// MSK IAM.
+/// Serves a new client's first token request, until it has a token or the request failed (at
+/// most [`FIRST_TOKEN_WAIT`]), before a blocking call (metadata, watermarks) needs the
+/// connection: librdkafka puts the request on the queue that `poll` serves, and a blocking call
+/// would otherwise wait for a login that waits for it. A failure is not waited out: the call
+/// then fails naming it (librdkafka's "Failed to acquire SASL OAUTHBEARER token: AWS
+/// credentials: ..."), at start-up, where a missing role or variable should show. Returns at
+/// once without MSK IAM.
 pub(crate) fn serve_first_token(oauth: Option<&MskIamTokens>, mut poll: impl FnMut()) {
     let Some(tokens) = oauth else { return };
     let end = Instant::now() + FIRST_TOKEN_WAIT;
-    while tokens.asked() == 0 && Instant::now() < end {
+    while tokens.signed() == 0 && tokens.failed() == 0 && Instant::now() < end {
+        poll();
+    }
+    // The failure's error event follows the failed request on the same queue.
+    if tokens.signed() == 0 {
         poll();
     }
 }

@@ -19,9 +19,10 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The SASL mechanism name fleetstream accepts for MSK IAM (librdkafka sees `OAUTHBEARER`).
@@ -40,8 +41,8 @@ const SIGNING_NAME: &str = "kafka-cluster";
 /// retries): the instance metadata service answers in milliseconds, STS in well under this.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A signed token and when it expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A signed token and when it expires. `Debug` leaves the token out: it is a bearer credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// The base64url-encoded presigned URL.
     pub value: String,
@@ -92,12 +93,28 @@ pub fn sign_token(
     let signed_at = now
         .duration_since(UNIX_EPOCH)
         .map_err(|_| "the clock is before 1970".to_owned())?;
-    // X-Amz-Date has whole seconds: the token expires TOKEN_LIFETIME after them.
-    let expires_ms = (signed_at.as_secs() + TOKEN_LIFETIME.as_secs()) as i64 * 1000;
+    // X-Amz-Date has whole seconds: the token expires TOKEN_LIFETIME after them, or with the
+    // credentials that signed it, whichever comes first.
+    let mut expires_ms = (signed_at.as_secs() + TOKEN_LIFETIME.as_secs()) as i64 * 1000;
+    if let Some(until) = credentials.expiry() {
+        let until = until
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| "the credentials expired before 1970".to_owned())?;
+        expires_ms = expires_ms.min(until.as_millis() as i64);
+    }
     Ok(Token {
         value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed),
         expires_ms,
     })
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"***")
+            .field("expires_ms", &self.expires_ms)
+            .finish()
+    }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, as SigV4 does.
@@ -115,42 +132,23 @@ fn encode(s: &str) -> String {
 
 type Reply = mpsc::SyncSender<Result<Credentials, String>>;
 
-/// Signs tokens for librdkafka: one per client, asked from the client's poll.
-pub struct MskIamTokens {
-    region: String,
+/// Credentials kept this long before they expire are fetched again: a token signed with them
+/// stays valid for its whole life.
+const REFRESH_BEFORE: Duration = TOKEN_LIFETIME;
+
+/// Resolves AWS credentials on a thread of its own and keeps them until [`REFRESH_BEFORE`] their
+/// expiry (long-term keys never expire), so token requests do not each run the whole chain
+/// (an STS call for a web identity, the instance metadata service on EC2).
+struct CredentialSource {
     requests: Mutex<mpsc::Sender<Reply>>,
-    asked: AtomicU64,
-    signed: AtomicU64,
 }
 
-impl std::fmt::Debug for MskIamTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MskIamTokens")
-            .field("region", &self.region)
-            .field("signed", &self.signed())
-            .finish()
-    }
-}
-
-impl MskIamTokens {
-    /// Starts the credentials thread for `region`, on AWS's default chain.
-    pub fn start(region: &str) -> Result<Self, String> {
-        let owned = region.to_owned();
-        Self::with_provider(region, move |rt| {
-            rt.block_on(fleetstream_aws::credentials(&owned))
-        })
-    }
-
-    /// Starts the credentials thread with the provider `make` builds on the thread's runtime.
-    pub fn with_provider(
-        region: &str,
+impl CredentialSource {
+    fn start(
         make: impl FnOnce(&tokio::runtime::Runtime) -> Result<SharedCredentialsProvider, String>
             + Send
             + 'static,
     ) -> Result<Self, String> {
-        if region.is_empty() {
-            return Err("the AWS region is empty".into());
-        }
         let (tx, rx) = mpsc::channel::<Reply>();
         std::thread::Builder::new()
             .name("fs-msk-iam".into())
@@ -168,42 +166,147 @@ impl MskIamTokens {
                     Ok(p) => p,
                     Err(e) => return answer_all(&rx, &e),
                 };
-                for reply in rx {
-                    let got = runtime
-                        .block_on(provider.provide_credentials())
-                        .map_err(|e| format!("AWS credentials: {}", error_chain(&e)));
-                    let _ = reply.send(got);
+                let mut kept: Option<Credentials> = None;
+                while let Ok(first) = rx.recv() {
+                    // Requests that waited (a slow chain, librdkafka's retries) get one answer.
+                    let replies: Vec<Reply> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    let fresh = kept
+                        .as_ref()
+                        .filter(|c| still_fresh(c, SystemTime::now()))
+                        .cloned();
+                    let got = match fresh {
+                        Some(c) => Ok(c),
+                        None => {
+                            let got = runtime
+                                .block_on(provider.provide_credentials())
+                                .map_err(|e| format!("AWS credentials: {}", error_chain(&e)));
+                            kept = got.as_ref().ok().cloned();
+                            got
+                        }
+                    };
+                    for reply in replies {
+                        let _ = reply.send(got.clone());
+                    }
                 }
             })
             .map_err(|e| format!("could not start the MSK IAM credentials thread: {e}"))?;
-        Ok(MskIamTokens {
-            region: region.to_owned(),
+        Ok(CredentialSource {
             requests: Mutex::new(tx),
-            asked: AtomicU64::new(0),
-            signed: AtomicU64::new(0),
         })
     }
 
-    /// A fresh token: current credentials, signed now.
-    pub fn token(&self) -> Result<Token, String> {
-        self.asked.fetch_add(1, Ordering::Relaxed);
+    fn credentials(&self) -> Result<Credentials, String> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(reply)
             .map_err(|_| "the MSK IAM credentials thread has stopped".to_owned())?;
-        let credentials = answer
+        answer
             .recv_timeout(CREDENTIALS_TIMEOUT)
-            .map_err(|_| format!("AWS credentials: no answer within {CREDENTIALS_TIMEOUT:?}"))??;
-        let token = sign_token(&self.region, &credentials, SystemTime::now())?;
-        self.signed.fetch_add(1, Ordering::Relaxed);
-        Ok(token)
+            .map_err(|_| format!("AWS credentials: no answer within {CREDENTIALS_TIMEOUT:?}"))?
+    }
+}
+
+/// Whether credentials kept from before can still sign a token that lives its whole life.
+fn still_fresh(c: &Credentials, now: SystemTime) -> bool {
+    c.expiry().is_none_or(|e| e > now + REFRESH_BEFORE)
+}
+
+/// The credentials thread of each region, shared by every client of the process.
+fn shared_source(region: &str) -> Result<Arc<CredentialSource>, String> {
+    static SOURCES: OnceLock<Mutex<HashMap<String, Arc<CredentialSource>>>> = OnceLock::new();
+    let mut sources = SOURCES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s) = sources.get(region) {
+        return Ok(s.clone());
+    }
+    let owned = region.to_owned();
+    let source = Arc::new(CredentialSource::start(move |rt| {
+        rt.block_on(fleetstream_aws::credentials(&owned))
+    })?);
+    sources.insert(region.to_owned(), source.clone());
+    Ok(source)
+}
+
+/// Signs tokens for one client, asked from its poll. Clients of one region share the thread
+/// that resolves credentials.
+pub struct MskIamTokens {
+    region: String,
+    source: Arc<CredentialSource>,
+    asked: AtomicU64,
+    signed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl std::fmt::Debug for MskIamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MskIamTokens")
+            .field("region", &self.region)
+            .field("signed", &self.signed())
+            .finish()
+    }
+}
+
+impl MskIamTokens {
+    /// Tokens for `region`, from AWS's default credentials chain.
+    pub fn start(region: &str) -> Result<Self, String> {
+        if region.is_empty() {
+            return Err("the AWS region is empty".into());
+        }
+        Ok(Self::new(region, shared_source(region)?))
+    }
+
+    /// Tokens for `region` from the provider `make` builds on a credentials thread of their
+    /// own (tests, and callers with their own provider).
+    pub fn with_provider(
+        region: &str,
+        make: impl FnOnce(&tokio::runtime::Runtime) -> Result<SharedCredentialsProvider, String>
+            + Send
+            + 'static,
+    ) -> Result<Self, String> {
+        if region.is_empty() {
+            return Err("the AWS region is empty".into());
+        }
+        Ok(Self::new(region, Arc::new(CredentialSource::start(make)?)))
+    }
+
+    fn new(region: &str, source: Arc<CredentialSource>) -> Self {
+        MskIamTokens {
+            region: region.to_owned(),
+            source,
+            asked: AtomicU64::new(0),
+            signed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh token: current credentials, signed now.
+    pub fn token(&self) -> Result<Token, String> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let token = self
+            .source
+            .credentials()
+            .and_then(|c| sign_token(&self.region, &c, SystemTime::now()));
+        let counter = if token.is_ok() {
+            &self.signed
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        token
     }
 
     /// Tokens asked for so far, signed or not.
     pub fn asked(&self) -> u64 {
         self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Token requests that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Tokens signed so far.
@@ -366,7 +469,10 @@ mod tests {
             MskIamTokens::with_provider("eu-west-1", |_| Err("no chain here".into())).unwrap();
         assert_eq!(tokens.token().unwrap_err(), "no chain here");
         assert_eq!(tokens.token().unwrap_err(), "no chain here");
-        assert_eq!(tokens.signed(), 0);
+        assert_eq!(
+            (tokens.asked(), tokens.signed(), tokens.failed()),
+            (2, 0, 2)
+        );
     }
 
     #[derive(Debug)]
@@ -385,6 +491,90 @@ mod tests {
                 ),
             ))
         }
+    }
+
+    /// Counts its calls; hands out credentials that expire `lifetime` from each call.
+    #[derive(Debug)]
+    struct Counting {
+        calls: Arc<AtomicU64>,
+        lifetime: Option<Duration>,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let expiry = self.lifetime.map(|l| SystemTime::now() + l);
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                "AKID",
+                "secret",
+                Some("session".into()),
+                expiry,
+                "test",
+            )))
+        }
+    }
+
+    fn counting(lifetime: Option<Duration>) -> (MskIamTokens, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let provider = Counting {
+            calls: calls.clone(),
+            lifetime,
+        };
+        let tokens = MskIamTokens::with_provider("us-east-1", move |_| {
+            Ok(SharedCredentialsProvider::new(provider))
+        })
+        .unwrap();
+        (tokens, calls)
+    }
+
+    #[test]
+    fn credentials_are_kept_until_they_would_expire_within_a_token_lifetime() {
+        let (tokens, calls) = counting(None);
+        for _ in 0..3 {
+            tokens.token().unwrap();
+        }
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            1,
+            "long-term keys: fetched once"
+        );
+
+        let (tokens, calls) = counting(Some(Duration::from_secs(3600)));
+        tokens.token().unwrap();
+        tokens.token().unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "an hour left: kept");
+
+        let (tokens, calls) = counting(Some(Duration::from_secs(600)));
+        let t = tokens.token().unwrap();
+        tokens.token().unwrap();
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            2,
+            "10 minutes left: fetched again"
+        );
+        // And the token does not outlive the credentials that signed it.
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            t.expires_ms <= now_ms + 600_000 && t.expires_ms > now_ms + 590_000,
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn a_token_does_not_print() {
+        let creds = Credentials::new("AKID", "secret", None, None, "test");
+        let t = sign_token("us-east-1", &creds, at()).unwrap();
+        let printed = format!("{t:?}");
+        assert!(!printed.contains(&t.value[..20]), "{printed}");
+        assert!(printed.contains("***"), "{printed}");
     }
 
     #[test]

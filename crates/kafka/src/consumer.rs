@@ -150,6 +150,12 @@ impl GroupConsumer {
         Ok(GroupConsumer { inner, stats })
     }
 
+    /// Client-level errors (authentication, TLS, brokers down) librdkafka reported while this
+    /// member was polled; each is also logged once.
+    pub fn errors(&self) -> &ClientErrors {
+        &self.inner.context().errors
+    }
+
     /// Next record. Polling also serves rebalances and keeps the member in the group.
     pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
         let m = self

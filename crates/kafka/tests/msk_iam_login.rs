@@ -15,8 +15,8 @@
 
 use fleetstream_kafka::config::SecurityProtocol;
 use fleetstream_kafka::{
-    read_topic_to_end, Admin, ClusterHandle, ConnectionSettings, DeliveryHandler, DeliveryReport,
-    KafkaProducer, OutRecord, ProducerSettings,
+    read_topic_to_end, Admin, ClusterHandle, ConnectionSettings, ConsumerSettings, DeliveryHandler,
+    DeliveryReport, GroupConsumer, KafkaProducer, OutRecord, ProducerSettings,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,4 +129,23 @@ async fn msk_iam_logs_in_with_a_signed_token_or_names_the_missing_credentials() 
         .to_string();
     eprintln!("reader: {err}");
     assert!(err.contains(ATTEMPTED), "{err}");
+    // The worker's group member, whose token requests its `recv` serves.
+    let member = GroupConsumer::subscribe(
+        &ConsumerSettings::new(iam.clone(), "msk-iam-login"),
+        &["msk-iam-login"],
+    )
+    .unwrap();
+    // recv ends in an error (the failed login, surfaced by the consumer) or waits.
+    let waited = tokio::time::timeout(Duration::from_secs(3), member.recv()).await;
+    let returned = match waited {
+        Ok(Ok(r)) => panic!("a record without a login: {r:?}"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => String::new(),
+    };
+    let seen = format!(
+        "{returned}; {}",
+        member.errors().recent(Duration::from_secs(60)).join("; ")
+    );
+    eprintln!("member: {seen}");
+    assert!(seen.contains(ATTEMPTED), "{seen}");
 }

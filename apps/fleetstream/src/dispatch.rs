@@ -279,6 +279,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let stop = shutdown_signal()?;
     // First line of output: scripts and tests read the address from it. A closed stdout is not
     // a reason to stop serving: write errors are ignored.
     let mut out = std::io::stdout().lock();
@@ -295,7 +296,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::announce_tracer(tracer.as_ref(), None);
     let _ = std::io::stdout().flush();
     let app = server::router(dispatcher, config);
-    server::serve(listener, app, shutdown_signal())
+    server::serve(listener, app, stop)
         .await
         .context("serving")?;
     crate::shutdown_tracers(&[tracer]).await;
@@ -303,26 +304,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled (the server polls it from a task of its own): a signal sent as soon
+/// as the "listening" line is out is always handled, never the default action that would kill
+/// the process before it exports its spans.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 #[cfg(test)]

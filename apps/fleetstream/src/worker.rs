@@ -266,6 +266,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         metrics.clone(),
     )?
     .with_tracer(tracer.clone());
+    // Installed before the worker's first line: a SIGTERM sent as soon as it is out settles
+    // and leaves the group, never the default action.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     println!("worker {worker_id}: group {group} on {}", topics.join(", "));
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(worker.run(stop_rx));
@@ -283,8 +287,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("SIGTERM handler")?;
     let until = async {
         match args.duration {
             Some(d) => tokio::time::sleep(d).await,

@@ -203,6 +203,25 @@ async fn sampled_records_are_traced_and_sent_on_shutdown() {
     assert_eq!(spans[0].attributes["fleetstream.outcome"], "dispatched");
 }
 
+/// A SIGTERM sent as soon as the "listening" line is out stops the server cleanly (exit 0,
+/// "stopped"), never by the signal's default action. The handler used to be installed only when
+/// axum first polled the shutdown future from a task of its own, and CI once lost that race.
+#[test]
+fn sigterm_right_after_the_first_line_stops_cleanly() {
+    for _ in 0..5 {
+        let state = tempfile::tempdir().unwrap();
+        let mut server = start(state.path(), &[]);
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_event_is_a_client_error() {
     let state = tempfile::tempdir().unwrap();

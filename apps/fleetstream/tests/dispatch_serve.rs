@@ -189,13 +189,8 @@ async fn sampled_records_are_traced_and_sent_on_shutdown() {
     let out = invoke(&lambda, &to_event_json(&records).to_string()).await;
     assert_eq!(out["summary"]["dispatched"], 3, "{out}");
     assert_eq!(collector.spans().len(), 0, "nothing sent before shutdown");
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(server.child.wait().unwrap().success());
+    let status = sigterm(&mut server);
+    assert!(status.success(), "{status}");
     let spans = collector.spans();
     assert_eq!(spans.len(), 1, "the sampled record only: {spans:#?}");
     assert_eq!(spans[0].service, "fleetstream-dispatcher");
@@ -203,21 +198,26 @@ async fn sampled_records_are_traced_and_sent_on_shutdown() {
     assert_eq!(spans[0].attributes["fleetstream.outcome"], "dispatched");
 }
 
-/// A SIGTERM sent as soon as the "listening" line is out stops the server cleanly (exit 0,
-/// "stopped"), never by the signal's default action. The handler used to be installed only when
+/// Sends the server SIGTERM and waits for it to exit.
+fn sigterm(server: &mut Server) -> std::process::ExitStatus {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    server.child.wait().unwrap()
+}
+
+/// A SIGTERM sent as soon as the "listening" line is out stops the server cleanly (exit 0),
+/// never by the signal's default action. The handler used to be installed only when
 /// axum first polled the shutdown future from a task of its own, and CI once lost that race.
 #[test]
 fn sigterm_right_after_the_first_line_stops_cleanly() {
     for _ in 0..5 {
         let state = tempfile::tempdir().unwrap();
         let mut server = start(state.path(), &[]);
-        let pid = server.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = server.child.wait().unwrap();
+        let status = sigterm(&mut server);
         assert!(status.success(), "{status}");
     }
 }

@@ -42,6 +42,14 @@ pub enum Command {
     /// Benchmarks that print numbers for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Prove by message id that every acked id was dispatched or dead-lettered, once.
+    ///
+    /// Reads the producers' acked-ids files (`produce --acked-ids`), the dispatchers' jsonl
+    /// sinks and the dead-letter topics; reports lost, unseen, duplicated effects and per-truck
+    /// order violations (Jepsen's names). Exit 1 on any lost, unseen or duplicated id.
+    ///
+    /// Example: fleetstream audit --bootstrap 127.0.0.1:9092 --acked-ids runs/ --effects archive=dispatch/archive.jsonl --wait 60s --json audit.json
+    Audit(crate::audit::AuditArgs),
     /// The architecture lab: key strategies, hot partitions, partition counts. No cluster.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),

@@ -2,6 +2,7 @@
 //! subcommand validates its flags into library types, runs, and prints.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config_file;
@@ -43,6 +44,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Command::Dispatch(cmd) => dispatch::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Lab(cmd) => lab::run(cmd),
+            Command::Audit(args) => audit::run(args).await,
         }
     })
 }

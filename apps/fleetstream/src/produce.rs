@@ -14,8 +14,8 @@ use fleetstream_kafka::config::Compression;
 use fleetstream_kafka::{Admin, ProducerSettings};
 use fleetstream_obs::prometheus::{self, Exposition, Response};
 use fleetstream_producer::{
-    GeneratorConfig, ProducerMetrics, ProducerReport, Ramp, RejectSink, RunOptions, RunSpec,
-    SharedRate, SourceSpec,
+    AckedIdsWriter, GeneratorConfig, ProducerMetrics, ProducerReport, Ramp, RejectSink, RunOptions,
+    RunSpec, SharedRate, SourceSpec,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -128,6 +128,11 @@ pub struct ProduceArgs {
     /// Write the JSON summary here.
     #[arg(long, env = "FLEETSTREAM_JSON")]
     pub json: Option<PathBuf>,
+    /// Record every acked message id in this file as the run goes (a few bytes a second:
+    /// ranges of sequences), for `fleetstream audit` to check that each was dispatched or
+    /// dead-lettered. A kill loses at most the last 200 ms of acks from the file.
+    #[arg(long, env = "FLEETSTREAM_ACKED_IDS")]
+    pub acked_ids: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics and `POST /rate?value=N`
     /// (e.g. 127.0.0.1:9464).
     #[arg(long, env = "FLEETSTREAM_METRICS_ADDR")]
@@ -629,7 +634,18 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     spec.options.tracer = tracer.clone();
     crate::announce_tracer(tracer.as_ref(), Some(spec.options.trace_ratio));
 
-    let metrics = Arc::new(ProducerMetrics::default());
+    let acked_ids = match &args.acked_ids {
+        Some(path) => Some(Arc::new(
+            AckedIdsWriter::create(path, spec.run_id)
+                .with_context(|| format!("creating --acked-ids {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let metrics = Arc::new(ProducerMetrics::with_observer(
+        acked_ids
+            .clone()
+            .map(|w| w as Arc<dyn fleetstream_producer::AckObserver>),
+    ));
     let recent = Arc::new(RecentRate::default());
     let _server = match plan.metrics_addr {
         Some(addr) => {
@@ -686,6 +702,12 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     };
     if progress.tty && !progress.quiet {
         eprintln!();
+    }
+    if let Some(w) = &acked_ids {
+        let n = w
+            .finish()
+            .with_context(|| format!("writing --acked-ids {}", w.path().display()))?;
+        println!("{n} acked ids recorded in {}", w.path().display());
     }
     let summary = ProduceSummary {
         cluster: cluster.banner(),

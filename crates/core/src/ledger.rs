@@ -40,14 +40,14 @@ impl std::fmt::Display for MessageId {
 }
 
 #[derive(Debug, Clone, Default)]
-struct BitSet {
-    words: Vec<u64>,
-    count: u64,
+pub(crate) struct BitSet {
+    pub(crate) words: Vec<u64>,
+    pub(crate) count: u64,
 }
 
 impl BitSet {
     /// Sets bit `i`; returns whether it was newly set.
-    fn insert(&mut self, i: u64) -> bool {
+    pub(crate) fn insert(&mut self, i: u64) -> bool {
         let w = (i / 64) as usize;
         if w >= self.words.len() {
             self.words.resize(w + 1, 0);
@@ -58,7 +58,7 @@ impl BitSet {
         self.count += u64::from(new);
         new
     }
-    fn contains(&self, i: u64) -> bool {
+    pub(crate) fn contains(&self, i: u64) -> bool {
         self.words
             .get((i / 64) as usize)
             .is_some_and(|w| w & (1u64 << (i % 64)) != 0)

@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod digits;
 mod event;
 mod key;

@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod acked_ids;
 pub mod generator;
 mod metrics;
 pub mod rate;
@@ -24,6 +25,7 @@ mod run;
 mod source;
 mod wire;
 
+pub use acked_ids::AckedIdsWriter;
 pub use generator::{
     CodeWeights, Generated, Generator, GeneratorConfig, GeneratorError, PoisonKind,
 };

@@ -132,7 +132,7 @@ pub struct SamplingArgs {
     /// Share of messages marked sampled in their traceparent header (0..1, default 1 in 1,000).
     /// Workers and dispatchers record spans for those only, so this one setting decides the
     /// volume of the whole pipeline's traces.
-    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
+    #[arg(long, allow_negative_numbers = true, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
     pub trace_sample_ratio: f64,
 }
 
@@ -180,7 +180,12 @@ pub struct DemoArgs {
     #[arg(long, env = "FLEETSTREAM_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Producer rate in messages per second; 0 = as fast as possible.
-    #[arg(long, env = "FLEETSTREAM_RATE", default_value_t = 13_000.0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        env = "FLEETSTREAM_RATE",
+        default_value_t = 13_000.0
+    )]
     pub rate: f64,
     /// Workers per consumer group.
     #[arg(long, env = "FLEETSTREAM_WORKERS", default_value_t = 3)]
@@ -204,7 +209,12 @@ pub struct DemoArgs {
     /// Fraction of events the generator makes malformed on purpose (bad JSON, missing or
     /// non-numeric code, invalid UTF-8, oversize, schema-invalid); every one must end up in a
     /// dead-letter topic.
-    #[arg(long, env = "FLEETSTREAM_POISON_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        env = "FLEETSTREAM_POISON_RATE",
+        default_value_t = 0.0
+    )]
     pub poison_rate: f64,
     /// Routing file of the in-process dispatcher. Default: built-in config/routes-demo.toml.
     #[arg(long, env = "FLEETSTREAM_ROUTES")]

@@ -439,3 +439,42 @@ fn metrics_endpoint_serves_prometheus_text_and_changes_the_rate() {
     assert_eq!(v["rate_target"].as_f64(), Some(300.0));
     assert_eq!(u(&v, "acked"), u(&v, "sent"));
 }
+
+/// Issue 12, defect 5: configuration a run cannot use exits 2 naming the flag and what it
+/// accepts, before any I/O. `--bootstrap 127.0.0.1:99999` used to wrap to port 34463, and
+/// `--rate -1` was refused by the argument parser as an unknown argument `-1`.
+#[test]
+fn bad_bootstrap_and_negative_numbers_are_named_and_exit_2() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["--bootstrap", "127.0.0.1:99999"],
+            &["--bootstrap", "127.0.0.1:99999", "1..=65535"],
+        ),
+        (
+            &["--bootstrap", "127.0.0.1:0"],
+            &["--bootstrap", "127.0.0.1:0"],
+        ),
+        (
+            &["--bootstrap", "b-1:9092,,b-2:9092"],
+            &["--bootstrap", "empty"],
+        ),
+        (&["--bootstrap", ":9092"], &["--bootstrap", "\":9092\""]),
+        (
+            &["--bootstrap", "b-1"],
+            &["--bootstrap", "\"b-1\"", "host:port"],
+        ),
+        (&["--embedded", "--rate", "-1"], &["--rate", "-1", ">= 0"]),
+    ];
+    for (flags, named) in cases {
+        let out = fleetstream()
+            .args(["produce", "--quiet", "--count", "5"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        for n in named {
+            assert!(err.contains(n), "{flags:?} should name {n:?}: {err}");
+        }
+    }
+}

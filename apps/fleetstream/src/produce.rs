@@ -14,8 +14,8 @@ use fleetstream_kafka::config::Compression;
 use fleetstream_kafka::{Admin, ProducerSettings};
 use fleetstream_obs::prometheus::{self, Exposition, Response};
 use fleetstream_producer::{
-    AckedIdsWriter, GeneratorConfig, ProducerMetrics, ProducerReport, Ramp, RejectSink, RunOptions,
-    RunSpec, SharedRate, SourceSpec,
+    AckedIdsWriter, GeneratorConfig, ProducerError, ProducerMetrics, ProducerReport, Ramp,
+    RejectSink, RunOptions, RunSpec, SharedRate, SourceSpec,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -700,9 +700,15 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(producer);
-    let report = loop {
+    let (report, ended) = loop {
         tokio::select! {
-            r = &mut producer => break r.context("producer thread")??,
+            r = &mut producer => break match r.context("producer thread")? {
+                Ok(report) => (report, None),
+                // The run ended early (a fatal client error, the source failing): its summary
+                // is still printed and written, then the error ends the command.
+                Err(ProducerError::Ended { error, report }) => (*report, Some(error)),
+                Err(e) => return Err(e.into()),
+            },
             _ = tick.tick() => progress.tick(&metrics, &rate, &recent),
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\ninterrupted: stopping, then waiting for outstanding acks");
@@ -732,6 +738,9 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
         std::fs::write(path, text).with_context(|| format!("writing --json {}", path.display()))?;
     }
     crate::shutdown_tracers(&[tracer]).await;
+    if let Some(error) = ended {
+        return Err(anyhow::Error::new(*error).context("the run ended early"));
+    }
     let r = &summary.report;
     if r.failed > 0 || r.rejects_failed > 0 || r.acked != r.sent {
         bail!(

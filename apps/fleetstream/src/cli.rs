@@ -21,6 +21,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line (the process's, in `main`) with
+    /// [`negative_numbers_as_values`].
+    pub fn try_parse_with_negative_values<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = negative_numbers_as_values(<Self as clap::CommandFactory>::command())
+            .try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+}
+
+/// Lets every flag that takes a value take a negative number as that value (`--rate -1`,
+/// `--count -5`), in `cmd` and its subcommands: the flag's own parser or check then refuses it,
+/// naming the flag and what it accepts (exit 2). Otherwise clap reads `-1` as an unknown flag
+/// and never says which flag was given a bad value.
+pub fn negative_numbers_as_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(negative_numbers_as_values)
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -132,7 +161,7 @@ pub struct SamplingArgs {
     /// Share of messages marked sampled in their traceparent header (0..1, default 1 in 1,000).
     /// Workers and dispatchers record spans for those only, so this one setting decides the
     /// volume of the whole pipeline's traces.
-    #[arg(long, allow_negative_numbers = true, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
+    #[arg(long, env = "FLEETSTREAM_TRACE_SAMPLE_RATIO", default_value_t = fleetstream_producer::DEFAULT_TRACE_SAMPLE_RATIO)]
     pub trace_sample_ratio: f64,
 }
 
@@ -180,12 +209,7 @@ pub struct DemoArgs {
     #[arg(long, env = "FLEETSTREAM_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Producer rate in messages per second; 0 = as fast as possible.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        env = "FLEETSTREAM_RATE",
-        default_value_t = 13_000.0
-    )]
+    #[arg(long, env = "FLEETSTREAM_RATE", default_value_t = 13_000.0)]
     pub rate: f64,
     /// Workers per consumer group.
     #[arg(long, env = "FLEETSTREAM_WORKERS", default_value_t = 3)]
@@ -209,12 +233,7 @@ pub struct DemoArgs {
     /// Fraction of events the generator makes malformed on purpose (bad JSON, missing or
     /// non-numeric code, invalid UTF-8, oversize, schema-invalid); every one must end up in a
     /// dead-letter topic.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        env = "FLEETSTREAM_POISON_RATE",
-        default_value_t = 0.0
-    )]
+    #[arg(long, env = "FLEETSTREAM_POISON_RATE", default_value_t = 0.0)]
     pub poison_rate: f64,
     /// Routing file of the in-process dispatcher. Default: built-in config/routes-demo.toml.
     #[arg(long, env = "FLEETSTREAM_ROUTES")]

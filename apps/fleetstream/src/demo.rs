@@ -102,6 +102,11 @@ fn validate(args: &DemoArgs) -> anyhow::Result<(Option<KeyStrategy>, Partitioner
             "--duration (FLEETSTREAM_DURATION) must be more than zero".into()
         ));
     }
+    if args.drain_timeout.is_zero() {
+        bail!(ConfigError(
+            "--drain-timeout (FLEETSTREAM_DRAIN_TIMEOUT) must be more than zero: the workers need time to dispatch what was produced".into()
+        ));
+    }
     if args.workers == 0 {
         bail!(ConfigError(
             "--workers (FLEETSTREAM_WORKERS) must be at least 1".into()

@@ -46,12 +46,7 @@ pub struct ProduceArgs {
     pub topology: TopologyArgs,
     /// Target rate in messages per second, shared by all threads; 0 = as fast as possible.
     /// Change it while running with `POST /rate?value=N` on --metrics-addr.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        env = "FLEETSTREAM_RATE",
-        default_value_t = 1_000.0
-    )]
+    #[arg(long, env = "FLEETSTREAM_RATE", default_value_t = 1_000.0)]
     pub rate: f64,
     /// Also cap payload bytes per second (e.g. 2600000, 2.6M, 512KiB); unset = no byte cap.
     #[arg(long, env = "FLEETSTREAM_RATE_BYTES")]
@@ -128,12 +123,7 @@ pub struct ProduceArgs {
     #[arg(long, env = "FLEETSTREAM_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Fraction of synthetic events made malformed on purpose (0..1), cycling six kinds.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        env = "FLEETSTREAM_POISON_RATE",
-        default_value_t = 0.0
-    )]
+    #[arg(long, env = "FLEETSTREAM_POISON_RATE", default_value_t = 0.0)]
     pub poison_rate: f64,
     /// Write the JSON summary here.
     #[arg(long, env = "FLEETSTREAM_JSON")]

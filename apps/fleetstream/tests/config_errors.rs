@@ -135,3 +135,53 @@ fn negative_rates_are_refused_naming_the_flag() {
         );
     }
 }
+
+/// Integer flags and durations too: `--count -1` was "unexpected argument '-1'", and a zero
+/// drain timeout was accepted (the demo then reported every record lost).
+#[test]
+fn negative_counts_and_zero_drain_timeouts_are_refused_naming_the_flag() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["produce", "--embedded", "--quiet", "--count", "-1"],
+            "'--count <COUNT>'",
+        ),
+        (
+            &["demo", "--quiet", "--workers", "-2"],
+            "'--workers <WORKERS>'",
+        ),
+        (
+            &[
+                "produce",
+                "--embedded",
+                "--quiet",
+                "--count",
+                "1",
+                "--rate-bytes",
+                "-5",
+            ],
+            "--rate-bytes (FLEETSTREAM_RATE_BYTES)",
+        ),
+        (
+            &["demo", "--quiet", "--drain-timeout", "0s"],
+            "--drain-timeout (FLEETSTREAM_DRAIN_TIMEOUT)",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = fleetstream().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?} should name {named}: {err}");
+    }
+    // A negative number from a config file goes through the same check.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(&config, "rate = -1\ncount = 1\n").unwrap();
+    let out = fleetstream()
+        .args(["produce", "--embedded", "--quiet", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--rate (FLEETSTREAM_RATE)"), "{err}");
+}

@@ -185,3 +185,30 @@ fn negative_counts_and_zero_drain_timeouts_are_refused_naming_the_flag() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--rate (FLEETSTREAM_RATE)"), "{err}");
 }
+
+/// The producer's client settings are checked by the library (`ProducerSettings::validate`)
+/// and named by their flag.
+#[test]
+fn producer_settings_out_of_range_are_named_by_their_flag() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--delivery-timeout", "0s"],
+            "--delivery-timeout (FLEETSTREAM_DELIVERY_TIMEOUT)",
+        ),
+        (
+            &["--batch-bytes", "0"],
+            "--batch-bytes (FLEETSTREAM_BATCH_BYTES)",
+        ),
+        (&["--linger", "6m"], "--linger (FLEETSTREAM_LINGER)"),
+    ];
+    for (flags, named) in cases {
+        let out = fleetstream()
+            .args(["produce", "--embedded", "--quiet", "--count", "1"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(named), "{flags:?} should name {named}: {err}");
+    }
+}

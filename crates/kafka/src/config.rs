@@ -195,6 +195,14 @@ pub enum SettingsError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A client setting is out of the range that makes sense (or that librdkafka accepts).
+    #[error("`{key}` {reason}")]
+    OutOfRange {
+        /// The field of the settings struct, e.g. `delivery_timeout`.
+        key: &'static str,
+        /// What is accepted.
+        reason: &'static str,
+    },
 }
 
 /// Checks a bootstrap list (see [`ConnectionSettings::validate`]).
@@ -318,6 +326,47 @@ impl ProducerSettings {
             queue_max_messages: 100_000,
             queue_max_kbytes: 256 * 1024,
             statistics_interval: Duration::ZERO,
+        }
+    }
+
+    /// Checks the settings before a client is built: the connection
+    /// ([`ConnectionSettings::validate`]), then each bound, naming the field. librdkafka would
+    /// refuse some of these only when the client is created, with its own key names, and take
+    /// others (a zero delivery timeout: every record fails at once).
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.connection.validate()?;
+        // librdkafka's range for batch.size and the queue bounds: a C int, at least 1.
+        const INT: std::ops::RangeInclusive<usize> = 1..=2_147_483_647;
+        let checks = [
+            (
+                "delivery_timeout",
+                self.delivery_timeout >= Duration::from_secs(1),
+                "must be at least 1s: it covers every retry of a record",
+            ),
+            (
+                "linger",
+                self.linger <= Duration::from_secs(300),
+                "must be at most 5m",
+            ),
+            (
+                "batch_bytes",
+                INT.contains(&self.batch_bytes),
+                "must be 1..=2147483647",
+            ),
+            (
+                "queue_max_messages",
+                INT.contains(&self.queue_max_messages),
+                "must be 1..=2147483647",
+            ),
+            (
+                "queue_max_kbytes",
+                INT.contains(&self.queue_max_kbytes),
+                "must be 1..=2147483647",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, reason)) => Err(SettingsError::OutOfRange { key, reason }),
+            None => Ok(()),
         }
     }
 
@@ -554,13 +603,43 @@ mod tests {
             ("::1:9092", "::1:9092", "brackets"),
         ] {
             let e = validate_bootstrap(bad).unwrap_err();
-            let SettingsError::Bootstrap { entry: got, .. } = &e;
+            let SettingsError::Bootstrap { entry: got, .. } = &e else {
+                panic!("{e:?}");
+            };
             assert_eq!(got, entry, "{bad}");
             assert!(e.to_string().contains(reason), "{bad}: {e}");
         }
         assert!(ConnectionSettings::plaintext("127.0.0.1:99999")
             .validate()
             .is_err());
+    }
+
+    #[test]
+    fn producer_settings_out_of_range_name_their_field() {
+        let ok = ProducerSettings::new(ConnectionSettings::plaintext("b:9092"));
+        assert_eq!(ok.validate(), Ok(()));
+        let key_of = |s: ProducerSettings| match s.validate() {
+            Err(SettingsError::OutOfRange { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let mut s = ok.clone();
+        s.delivery_timeout = Duration::ZERO;
+        assert_eq!(key_of(s), "delivery_timeout");
+        let mut s = ok.clone();
+        s.linger = Duration::from_secs(301);
+        assert_eq!(key_of(s), "linger");
+        let mut s = ok.clone();
+        s.batch_bytes = 0;
+        assert_eq!(key_of(s), "batch_bytes");
+        let mut s = ok.clone();
+        s.queue_max_messages = 0;
+        assert_eq!(key_of(s), "queue_max_messages");
+        let mut s = ok.clone();
+        s.queue_max_kbytes = usize::MAX;
+        assert_eq!(key_of(s), "queue_max_kbytes");
+        let mut s = ok;
+        s.connection.bootstrap = "b:0".into();
+        assert!(matches!(s.validate(), Err(SettingsError::Bootstrap { .. })));
     }
 
     #[test]

@@ -736,11 +736,23 @@ fn write_refused(sh: &Shared<'_>, ids: &mut IdWriter) -> Result<(), ProducerErro
             sampled: false,
         };
         traceparent(&parent, &mut trace);
+        // The broker checks whole batches, and librdkafka does not split a refused one: say
+        // which size this record had, as it may have been refused with an oversize neighbour.
+        let message = if refused.class == "too_large" {
+            format!(
+                "{}: the broker refused the batch this {}-byte record was in (over the topic's \
+                 max.message.bytes)",
+                refused.message,
+                refused.payload.len()
+            )
+        } else {
+            refused.message
+        };
         let reject = Reject {
             seq: refused.seq,
             id: ids.id(refused.seq),
             class: refused_class(refused.class),
-            message: &refused.message,
+            message: &message,
             payload: &refused.payload,
             ts,
             produced_at: decimal(ts, &mut ts_buf),

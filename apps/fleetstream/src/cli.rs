@@ -21,6 +21,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line (the process's, in `main`) with
+    /// [`negative_numbers_as_values`].
+    pub fn try_parse_with_negative_values<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = negative_numbers_as_values(<Self as clap::CommandFactory>::command())
+            .try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+}
+
+/// Lets every flag that takes a value take a negative number as that value (`--rate -1`,
+/// `--count -5`), in `cmd` and its subcommands: the flag's own parser or check then refuses it,
+/// naming the flag and what it accepts (exit 2). Otherwise clap reads `-1` as an unknown flag
+/// and never says which flag was given a bad value.
+pub fn negative_numbers_as_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(negative_numbers_as_values)
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -53,12 +53,14 @@ pub fn layered<T: Args + FromArgMatches>(
 
 /// The subcommand as clap sees it, plus the global flags `fleetstream` accepts anywhere.
 fn command<T: Args>() -> Command {
-    T::augment_args(Command::new("fleetstream").no_binary_name(true)).arg(
+    let cmd = T::augment_args(Command::new("fleetstream").no_binary_name(true)).arg(
         clap::Arg::new("log_json")
             .long("log-json")
             .action(ArgAction::SetTrue)
             .hide(true),
-    )
+    );
+    // As `main` parses: a negative number is a value, refused by the flag's own check.
+    crate::cli::negative_numbers_as_values(cmd)
 }
 
 fn parse(cmd: &Command, name: &str, args: &[OsString]) -> anyhow::Result<ArgMatches> {

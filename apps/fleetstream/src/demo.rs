@@ -102,6 +102,11 @@ fn validate(args: &DemoArgs) -> anyhow::Result<(Option<KeyStrategy>, Partitioner
             "--duration (FLEETSTREAM_DURATION) must be more than zero".into()
         ));
     }
+    if args.drain_timeout.is_zero() {
+        bail!(ConfigError(
+            "--drain-timeout (FLEETSTREAM_DRAIN_TIMEOUT) must be more than zero: the workers need time to dispatch what was produced".into()
+        ));
+    }
     if args.workers == 0 {
         bail!(ConfigError(
             "--workers (FLEETSTREAM_WORKERS) must be at least 1".into()
@@ -138,14 +143,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let (key_override, partitioner) = validate(&args)?;
     let topology = load_topology(&args.topology)?;
-    let routes_text = match &args.routes {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading --routes {}", p.display()))?,
-        None => DEMO_ROUTES.to_string(),
-    };
     let state_dir = std::env::temp_dir().join(format!("fleetstream-demo-{}", std::process::id()));
-    let table = RoutingTable::from_toml_str(&routes_text, &state_dir)
-        .context("in the dispatcher routing file")?;
+    let table = match &args.routes {
+        Some(p) => crate::load_routes(p, &state_dir)?,
+        None => RoutingTable::from_toml_str(DEMO_ROUTES, &state_dir)
+            .context("in the built-in routing file")?,
+    };
 
     // One exporter per component, so a trace shows the three services a record crosses.
     let trace_ratio = crate::sample_ratio(args.sampling.trace_sample_ratio)?;

@@ -180,8 +180,7 @@ pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, S
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let table = match &args.routes {
-        Some(path) => RoutingTable::load(path, &args.state_dir)
-            .map_err(|e| ConfigError(format!("--routes {}: {e}", path.display())))?,
+        Some(path) => crate::load_routes(path, &args.state_dir)?,
         None => RoutingTable::default_for_state_dir(&args.state_dir),
     };
     let (store, handle): (Arc<dyn IdempotencyStore>, StoreHandle) = match &args.postgres_url {

@@ -83,12 +83,33 @@ pub fn load_topology(args: &TopologyArgs) -> anyhow::Result<Topology> {
             HYBRID_TOPOLOGY.to_string(),
             "built-in hybrid topology".to_string(),
         ),
+        // A file that cannot be read is as much bad configuration as one that does not parse.
         path => (
-            std::fs::read_to_string(path).with_context(|| format!("reading --topology {path}"))?,
+            std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "--topology (FLEETSTREAM_TOPOLOGY) {path}: cannot be read: {e}"
+                ))
+            })?,
             path.to_string(),
         ),
     };
     Topology::from_toml_str(&text).with_context(|| format!("in {origin}"))
+}
+
+/// Loads `--routes` for a dispatcher whose state is under `state_dir`. Every command that takes
+/// the flag (`dispatch serve`, `worker`, `demo`) loads it here, so a file that cannot be read or
+/// is not a valid routing table is refused the same way: exit 2, one message.
+pub fn load_routes(
+    path: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<fleetstream_dispatcher::RoutingTable> {
+    fleetstream_dispatcher::RoutingTable::load(path, state_dir).map_err(|e| {
+        ConfigError(format!(
+            "--routes (FLEETSTREAM_ROUTES) {}: {e}",
+            path.display()
+        ))
+        .into()
+    })
 }
 
 /// The SASL mechanisms the flags accept (librdkafka's names; case does not matter).
@@ -125,6 +146,8 @@ pub fn connection_settings(
     args: &ClusterArgs,
 ) -> anyhow::Result<ConnectionSettings> {
     let mut c = ConnectionSettings::plaintext(bootstrap);
+    c.validate()
+        .map_err(|e| ConfigError(format!("--bootstrap (FLEETSTREAM_BOOTSTRAP): {e}")))?;
     c.security_protocol = match args.security_protocol.as_str() {
         "plaintext" => SecurityProtocol::Plaintext,
         "ssl" => SecurityProtocol::Ssl,

@@ -10,12 +10,12 @@ use crate::{config_file, connect, load_topology, ConfigError};
 use anyhow::{bail, Context};
 use clap::Args;
 use fleetstream_core::{KeyResolver, KeyStrategy, Partitioner, Topology};
-use fleetstream_kafka::config::Compression;
+use fleetstream_kafka::config::{Compression, SettingsError};
 use fleetstream_kafka::{Admin, ProducerSettings};
 use fleetstream_obs::prometheus::{self, Exposition, Response};
 use fleetstream_producer::{
-    AckedIdsWriter, GeneratorConfig, ProducerMetrics, ProducerReport, Ramp, RejectSink, RunOptions,
-    RunSpec, SharedRate, SourceSpec,
+    AckedIdsWriter, GeneratorConfig, ProducerError, ProducerMetrics, ProducerReport, Ramp,
+    RejectSink, RunOptions, RunSpec, SharedRate, SourceSpec,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -331,38 +331,6 @@ fn validate(args: &ProduceArgs) -> anyhow::Result<Plan> {
         .compression
         .parse()
         .map_err(|e| bad("compression", "FLEETSTREAM_COMPRESSION", e))?;
-    if args.linger > Duration::from_secs(300) {
-        return Err(bad("linger", "FLEETSTREAM_LINGER", "must be at most 5m"));
-    }
-    // librdkafka's own bounds for these settings.
-    if !(1..=2_147_483_647).contains(&args.batch_bytes) {
-        return Err(bad(
-            "batch-bytes",
-            "FLEETSTREAM_BATCH_BYTES",
-            "must be 1..=2147483647",
-        ));
-    }
-    if !(1..=2_147_483_647).contains(&args.queue_max_messages) {
-        return Err(bad(
-            "queue-max-messages",
-            "FLEETSTREAM_QUEUE_MAX_MESSAGES",
-            "must be 1..=2147483647",
-        ));
-    }
-    if !(1..=2_147_483_647).contains(&args.queue_max_kbytes) {
-        return Err(bad(
-            "queue-max-kbytes",
-            "FLEETSTREAM_QUEUE_MAX_KBYTES",
-            "must be 1..=2147483647",
-        ));
-    }
-    if args.delivery_timeout < Duration::from_secs(1) {
-        return Err(bad(
-            "delivery-timeout",
-            "FLEETSTREAM_DELIVERY_TIMEOUT",
-            "must be at least 1s",
-        ));
-    }
     let metrics_addr = args
         .metrics_addr
         .as_deref()
@@ -603,6 +571,29 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
         args.cluster.bootstrap = None;
     }
     let cluster = connect(&args.cluster)?;
+    let mut settings = ProducerSettings::new(cluster.connection().clone());
+    settings.partitioner = plan.partitioner;
+    settings.compression = plan.compression;
+    settings.linger = args.linger;
+    settings.batch_bytes = args.batch_bytes;
+    settings.queue_max_messages = args.queue_max_messages;
+    settings.queue_max_kbytes = args.queue_max_kbytes;
+    settings.delivery_timeout = args.delivery_timeout;
+    // Statistics once a second feed the retries metric; the cost is one JSON parse a second.
+    settings.statistics_interval = Duration::from_secs(1);
+    // The library's checks, before the topology is applied; an out-of-range field is named
+    // by its flag (`batch_bytes` is --batch-bytes, FLEETSTREAM_BATCH_BYTES).
+    settings.validate().map_err(|e| match &e {
+        SettingsError::OutOfRange { key, reason } => {
+            let flag = key.replace('_', "-");
+            bad(
+                &flag,
+                &format!("FLEETSTREAM_{}", key.to_ascii_uppercase()),
+                reason,
+            )
+        }
+        other => ConfigError(other.to_string()).into(),
+    })?;
     let applied = Admin::new(&cluster)?
         .apply(&plan.topology)
         .await
@@ -620,16 +611,6 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
             d.topic, d.setting, d.actual, d.wanted
         );
     }
-    let mut settings = ProducerSettings::new(cluster.connection().clone());
-    settings.partitioner = plan.partitioner;
-    settings.compression = plan.compression;
-    settings.linger = args.linger;
-    settings.batch_bytes = args.batch_bytes;
-    settings.queue_max_messages = args.queue_max_messages;
-    settings.queue_max_kbytes = args.queue_max_kbytes;
-    settings.delivery_timeout = args.delivery_timeout;
-    // Statistics once a second feed the retries metric; the cost is one JSON parse a second.
-    settings.statistics_interval = Duration::from_secs(1);
     let mut spec = (plan.spec_without_cluster)(settings, plan.topology.clone());
     spec.options.tracer = tracer.clone();
     crate::announce_tracer(tracer.as_ref(), Some(spec.options.trace_ratio));
@@ -690,9 +671,15 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(producer);
-    let report = loop {
+    let (report, ended) = loop {
         tokio::select! {
-            r = &mut producer => break r.context("producer thread")??,
+            r = &mut producer => break match r.context("producer thread")? {
+                Ok(report) => (report, None),
+                // The run ended early (a fatal client error, the source failing): its summary
+                // is still printed and written, then the error ends the command.
+                Err(ProducerError::Ended { error, report }) => (*report, Some(error)),
+                Err(e) => return Err(e.into()),
+            },
             _ = tick.tick() => progress.tick(&metrics, &rate, &recent),
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\ninterrupted: stopping, then waiting for outstanding acks");
@@ -722,6 +709,9 @@ pub async fn run_with(mut args: ProduceArgs) -> anyhow::Result<ProduceSummary> {
         std::fs::write(path, text).with_context(|| format!("writing --json {}", path.display()))?;
     }
     crate::shutdown_tracers(&[tracer]).await;
+    if let Some(error) = ended {
+        return Err(anyhow::Error::new(*error).context("the run ended early"));
+    }
     let r = &summary.report;
     if r.failed > 0 || r.rejects_failed > 0 || r.acked != r.sent {
         bail!(

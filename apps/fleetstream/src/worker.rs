@@ -205,6 +205,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| ConfigError(format!("worker setting {e}")))?;
 
+    // The routing file is configuration: refused (exit 2) before the cluster is contacted.
+    let routes = match (&args.routes, args.transport) {
+        (Some(p), TransportKind::InProcess) => Some(crate::load_routes(p, &args.state_dir)?),
+        _ => None,
+    };
     let tracer = crate::tracer(&args.otlp, "fleetstream-worker")?;
     let cluster = connect(&args.cluster)?;
     crate::announce_tracer(tracer.as_ref(), None);
@@ -214,10 +219,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         TransportKind::InProcess => {
             std::fs::create_dir_all(&args.state_dir)
                 .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
-            let table = match &args.routes {
-                Some(p) => RoutingTable::load(p, &args.state_dir).context("in --routes")?,
-                None => RoutingTable::default_for_state_dir(&args.state_dir),
-            };
+            let table =
+                routes.unwrap_or_else(|| RoutingTable::default_for_state_dir(&args.state_dir));
             let store = FileStore::open(
                 args.state_dir.join("idempotency"),
                 FileStoreConfig::default(),

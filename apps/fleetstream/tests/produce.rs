@@ -439,3 +439,101 @@ fn metrics_endpoint_serves_prometheus_text_and_changes_the_rate() {
     assert_eq!(v["rate_target"].as_f64(), Some(300.0));
     assert_eq!(u(&v, "acked"), u(&v, "sent"));
 }
+
+/// Issue 12, defect 4: one input line over the client's record limit (librdkafka's
+/// `message.max.bytes`, 1,000,000 bytes) ended the run with `MessageSizeTooLarge`; the lines
+/// after it were dropped and no summary was written. It is a rejected event of class
+/// `oversize` (written whole to the reject file) and the run goes on.
+#[test]
+fn oversize_line_is_rejected_and_the_run_goes_on() {
+    let s = Setup::new();
+    let (input, json, rejects) = (
+        s.path("in.jsonl"),
+        s.path("s.json"),
+        s.path("rejects.jsonl"),
+    );
+    let line = |i: u32| {
+        format!(
+            r#"{{"truck_id":"TRK-{i:06}","codigo":{},"ts":{i}}}"#,
+            300 + i % 7
+        )
+    };
+    let big = format!(
+        r#"{{"truck_id":"TRK-000099","codigo":301,"ts":99,"padding":"{}"}}"#,
+        "x".repeat(1_200_000)
+    );
+    let mut text = line(0) + "\n";
+    text += &big;
+    text += "\n";
+    for i in 1..=20 {
+        text += &(line(i) + "\n");
+    }
+    std::fs::write(&input, text).unwrap();
+    let out = s
+        .produce(&["--rate", "0"])
+        .arg("--source")
+        .arg(format!("file:{}", input.display()))
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    ok(out);
+    let v = summary(&json);
+    assert_eq!((u(&v, "sent"), u(&v, "acked")), (21, 21), "{v}");
+    assert_eq!(u(&v, "failed"), 0, "{v}");
+    assert_eq!(u(&v, "rejected"), 1, "{v}");
+    assert_eq!(v["rejected_by_class"]["oversize"], 1, "{v}");
+    assert_eq!(u(&v, "rejects_written"), 1, "{v}");
+    let lines = std::fs::read_to_string(&rejects).unwrap();
+    let rejected: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{lines}");
+    assert_eq!(rejected[0]["reason"], "oversize");
+    assert_eq!(rejected[0]["bytes"], big.len() as u64);
+    assert!(rejected[0]["message_id"]
+        .as_str()
+        .is_some_and(|m| m.starts_with(v["run_id"].as_str().unwrap())));
+}
+
+/// Issue 12, defect 5: configuration a run cannot use exits 2 naming the flag and what it
+/// accepts, before any I/O. `--bootstrap 127.0.0.1:99999` used to wrap to port 34463, and
+/// `--rate -1` was refused by the argument parser as an unknown argument `-1`.
+#[test]
+fn bad_bootstrap_and_negative_numbers_are_named_and_exit_2() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["--bootstrap", "127.0.0.1:99999"],
+            &["--bootstrap", "127.0.0.1:99999", "1..=65535"],
+        ),
+        (
+            &["--bootstrap", "127.0.0.1:0"],
+            &["--bootstrap", "127.0.0.1:0"],
+        ),
+        (
+            &["--bootstrap", "b-1:9092,,b-2:9092"],
+            &["--bootstrap", "empty"],
+        ),
+        (&["--bootstrap", ":9092"], &["--bootstrap", "\":9092\""]),
+        (
+            &["--bootstrap", "b-1"],
+            &["--bootstrap", "\"b-1\"", "host:port"],
+        ),
+        (&["--embedded", "--rate", "-1"], &["--rate", "-1", ">= 0"]),
+    ];
+    for (flags, named) in cases {
+        let out = fleetstream()
+            .args(["produce", "--quiet", "--count", "5"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        for n in named {
+            assert!(err.contains(n), "{flags:?} should name {n:?}: {err}");
+        }
+    }
+}

@@ -116,6 +116,14 @@ impl ConnectionSettings {
         }
     }
 
+    /// Checks what librdkafka would otherwise take silently: `bootstrap` must be a non-empty
+    /// comma-separated list of `host:port` (an IPv6 host in brackets, `[::1]:9092`), each with
+    /// a non-empty host and a port in 1..=65535. librdkafka reads the port as a C integer and
+    /// truncates it to 16 bits, so `127.0.0.1:99999` would quietly dial port 34463.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        validate_bootstrap(&self.bootstrap)
+    }
+
     /// Whether clients authenticate with MSK IAM (SASL/OAUTHBEARER with signed tokens).
     pub fn uses_msk_iam(&self) -> bool {
         self.sasl_mechanism
@@ -174,6 +182,67 @@ impl ConnectionSettings {
         c.set("log_level", "3");
         c
     }
+}
+
+/// A setting that cannot work; names the key and the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A bootstrap entry is not `host:port` with a port in 1..=65535.
+    #[error("bootstrap entry {entry:?} {reason}; expected host:port[,host:port...] with ports 1..=65535")]
+    Bootstrap {
+        /// The entry at fault (the whole list when it is empty).
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A client setting is out of the range that makes sense (or that librdkafka accepts).
+    #[error("`{key}` {reason}")]
+    OutOfRange {
+        /// The field of the settings struct, e.g. `delivery_timeout`.
+        key: &'static str,
+        /// What is accepted.
+        reason: &'static str,
+    },
+}
+
+/// Checks a bootstrap list (see [`ConnectionSettings::validate`]).
+pub fn validate_bootstrap(list: &str) -> Result<(), SettingsError> {
+    let bad = |entry: &str, reason| {
+        Err(SettingsError::Bootstrap {
+            entry: entry.to_string(),
+            reason,
+        })
+    };
+    if list.trim().is_empty() {
+        return bad(list, "is empty");
+    }
+    for entry in list.split(',') {
+        let e = entry.trim();
+        if e.is_empty() {
+            return bad(entry, "is empty (a stray comma?)");
+        }
+        // librdkafka also accepts a `proto://` prefix per entry (`PLAINTEXT://b-1:9092`).
+        let addr = e.split_once("://").map_or(e, |(_, rest)| rest);
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return bad(e, "has no port");
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return bad(e, "has no host");
+        }
+        if host.contains(':') && !addr.starts_with('[') {
+            return bad(e, "is an IPv6 address without brackets, like [::1]:9092");
+        }
+        match port.parse::<u32>() {
+            Ok(p) if (1..=65535).contains(&p) => {}
+            Ok(_) => return bad(e, "has a port outside 1..=65535"),
+            Err(_) => return bad(e, "has a port that is not a number"),
+        }
+    }
+    Ok(())
 }
 
 /// Compression codec for produced batches.
@@ -257,6 +326,47 @@ impl ProducerSettings {
             queue_max_messages: 100_000,
             queue_max_kbytes: 256 * 1024,
             statistics_interval: Duration::ZERO,
+        }
+    }
+
+    /// Checks the settings before a client is built: the connection
+    /// ([`ConnectionSettings::validate`]), then each bound, naming the field. librdkafka would
+    /// refuse some of these only when the client is created, with its own key names, and take
+    /// others (a zero delivery timeout: every record fails at once).
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.connection.validate()?;
+        // librdkafka's range for batch.size and the queue bounds: a C int, at least 1.
+        const INT: std::ops::RangeInclusive<usize> = 1..=2_147_483_647;
+        let checks = [
+            (
+                "delivery_timeout",
+                self.delivery_timeout >= Duration::from_secs(1),
+                "must be at least 1s: it covers every retry of a record",
+            ),
+            (
+                "linger",
+                self.linger <= Duration::from_secs(300),
+                "must be at most 5m",
+            ),
+            (
+                "batch_bytes",
+                INT.contains(&self.batch_bytes),
+                "must be 1..=2147483647",
+            ),
+            (
+                "queue_max_messages",
+                INT.contains(&self.queue_max_messages),
+                "must be 1..=2147483647",
+            ),
+            (
+                "queue_max_kbytes",
+                INT.contains(&self.queue_max_kbytes),
+                "must be 1..=2147483647",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, reason)) => Err(SettingsError::OutOfRange { key, reason }),
+            None => Ok(()),
         }
     }
 
@@ -501,6 +611,67 @@ mod tests {
             Some("SCRAM-SHA-512")
         );
         assert!(s.oauth().unwrap().is_none());
+    }
+
+    #[test]
+    fn bootstrap_lists_are_checked_entry_by_entry() {
+        for ok in [
+            "b:9092",
+            "127.0.0.1:9092, 127.0.0.1:9093",
+            "[::1]:9092",
+            "PLAINTEXT://b-1.example:9096",
+            "b:65535",
+        ] {
+            assert_eq!(validate_bootstrap(ok), Ok(()), "{ok}");
+        }
+        for (bad, entry, reason) in [
+            ("127.0.0.1:99999", "127.0.0.1:99999", "outside 1..=65535"),
+            ("b:0", "b:0", "outside 1..=65535"),
+            ("b:x", "b:x", "not a number"),
+            ("b", "b", "no port"),
+            (":9092", ":9092", "no host"),
+            ("b:9092,,c:9092", "", "stray comma"),
+            ("  ", "  ", "is empty"),
+            ("::1:9092", "::1:9092", "brackets"),
+        ] {
+            let e = validate_bootstrap(bad).unwrap_err();
+            let SettingsError::Bootstrap { entry: got, .. } = &e else {
+                panic!("{e:?}");
+            };
+            assert_eq!(got, entry, "{bad}");
+            assert!(e.to_string().contains(reason), "{bad}: {e}");
+        }
+        assert!(ConnectionSettings::plaintext("127.0.0.1:99999")
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn producer_settings_out_of_range_name_their_field() {
+        let ok = ProducerSettings::new(ConnectionSettings::plaintext("b:9092"));
+        assert_eq!(ok.validate(), Ok(()));
+        let key_of = |s: ProducerSettings| match s.validate() {
+            Err(SettingsError::OutOfRange { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let mut s = ok.clone();
+        s.delivery_timeout = Duration::ZERO;
+        assert_eq!(key_of(s), "delivery_timeout");
+        let mut s = ok.clone();
+        s.linger = Duration::from_secs(301);
+        assert_eq!(key_of(s), "linger");
+        let mut s = ok.clone();
+        s.batch_bytes = 0;
+        assert_eq!(key_of(s), "batch_bytes");
+        let mut s = ok.clone();
+        s.queue_max_messages = 0;
+        assert_eq!(key_of(s), "queue_max_messages");
+        let mut s = ok.clone();
+        s.queue_max_kbytes = usize::MAX;
+        assert_eq!(key_of(s), "queue_max_kbytes");
+        let mut s = ok;
+        s.connection.bootstrap = "b:0".into();
+        assert!(matches!(s.validate(), Err(SettingsError::Bootstrap { .. })));
     }
 
     #[test]

@@ -16,6 +16,11 @@ enum Command {
         replication: i32,
         reply: mpsc::Sender<Result<(), KafkaError>>,
     },
+    RequestErrors {
+        api: rdkafka::types::RDKafkaApiKey,
+        errors: Vec<rdkafka::types::RDKafkaRespErr>,
+        reply: mpsc::Sender<()>,
+    },
     Stop,
 }
 
@@ -68,6 +73,10 @@ impl EmbeddedCluster {
                                 .map_err(|e| KafkaError::Admin(format!("create {name}: {e}")));
                             let _ = reply.send(r);
                         }
+                        Command::RequestErrors { api, errors, reply } => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(());
+                        }
                         Command::Stop => break,
                     }
                 }
@@ -112,6 +121,40 @@ impl EmbeddedCluster {
             .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
         rx.recv()
             .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?
+    }
+
+    /// Fault hook: the next `requests` produce requests, to any broker, are answered
+    /// `MESSAGE_TOO_LARGE`, as a real broker answers a batch over the topic's
+    /// `max.message.bytes` (the mock cluster does not enforce topic configs itself).
+    pub fn refuse_next_produce_requests_as_too_large(
+        &self,
+        requests: usize,
+    ) -> Result<(), KafkaError> {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let error = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+        self.request_errors(RDKafkaApiKey::Produce, vec![error; requests])
+    }
+
+    /// Fault hook: the next `requests` requests for an idempotent producer id are answered
+    /// `CLUSTER_AUTHORIZATION_FAILED`, which librdkafka raises as a fatal error of the producer
+    /// (`rd_kafka_fatal_error`): it can send nothing more.
+    pub fn refuse_next_producer_id_requests(&self, requests: usize) -> Result<(), KafkaError> {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let error = RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED;
+        self.request_errors(RDKafkaApiKey::InitProducerId, vec![error; requests])
+    }
+
+    fn request_errors(
+        &self,
+        api: rdkafka::types::RDKafkaApiKey,
+        errors: Vec<rdkafka::types::RDKafkaRespErr>,
+    ) -> Result<(), KafkaError> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::RequestErrors { api, errors, reply })
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
+        rx.recv()
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))
     }
 }
 

@@ -20,6 +20,20 @@ pub enum KafkaError {
     /// Producing failed.
     #[error("produce failed: {0}")]
     Produce(String),
+    /// The client refused this one record for itself (larger than `message.max.bytes`, or
+    /// invalid). The producer is fine: dead-letter the record and go on.
+    #[error("record refused ({class}): {message}")]
+    RecordRefused {
+        /// Low-cardinality class, as [`crate::DeliveryFailure::class`]: `too_large` or
+        /// `invalid_record`.
+        class: &'static str,
+        /// The client's message.
+        message: String,
+    },
+    /// librdkafka raised a fatal error (`rd_kafka_fatal_error`, e.g. the idempotent producer
+    /// was fenced): this client can send nothing more.
+    #[error("fatal producer error: {0}")]
+    Fatal(String),
     /// Consuming or committing failed.
     #[error("consume failed: {0}")]
     Consume(String),
@@ -57,10 +71,47 @@ pub(crate) fn client_error(e: &RdError) -> KafkaError {
     }
 }
 
+/// Classifies an error `send` returned: wait (queue full), this record only, the client is
+/// gone (fatal), or anything else.
 pub(crate) fn produce_error(e: &RdError) -> KafkaError {
     match e {
         RdError::MessageProduction(RDKafkaErrorCode::QueueFull) => KafkaError::QueueFull,
+        RdError::MessageProduction(code) => match failure_kind(*code) {
+            FailureKind::Record => KafkaError::RecordRefused {
+                class: delivery_error_class(e),
+                message: e.to_string(),
+            },
+            FailureKind::Fatal => KafkaError::Fatal(e.to_string()),
+            FailureKind::Other => KafkaError::Produce(e.to_string()),
+        },
         other => KafkaError::Produce(other.to_string()),
+    }
+}
+
+/// What a failed send or delivery means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// About this record only (too large for the client or the broker, invalid): the producer
+    /// is fine, the record goes to its dead-letter path.
+    Record,
+    /// librdkafka raised a fatal error: the producer can send nothing more.
+    Fatal,
+    /// Anything else: librdkafka has already retried (timeouts, missing replicas, ...).
+    Other,
+}
+
+/// Whether an error code is about one record, the client, or neither.
+pub(crate) fn failure_kind(code: RDKafkaErrorCode) -> FailureKind {
+    match code {
+        // The broker checks each batch against the topic's max.message.bytes, the client each
+        // record against its message.max.bytes; the record is too large either way.
+        RDKafkaErrorCode::MessageSizeTooLarge
+        | RDKafkaErrorCode::MessageBatchTooLarge
+        | RDKafkaErrorCode::InvalidMessageSize
+        | RDKafkaErrorCode::InvalidMessage
+        | RDKafkaErrorCode::InvalidRecord => FailureKind::Record,
+        RDKafkaErrorCode::Fatal => FailureKind::Fatal,
+        _ => FailureKind::Other,
     }
 }
 
@@ -68,7 +119,14 @@ pub(crate) fn produce_error(e: &RdError) -> KafkaError {
 pub(crate) fn delivery_error_class(e: &RdError) -> &'static str {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
-        Some(RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize,
+        ) => "too_large",
+        Some(RDKafkaErrorCode::InvalidMessage | RDKafkaErrorCode::InvalidRecord) => {
+            "invalid_record"
+        }
         Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
             "unknown_topic"
         }
@@ -77,5 +135,38 @@ pub(crate) fn delivery_error_class(e: &RdError) -> &'static str {
         Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "authorization",
         Some(RDKafkaErrorCode::Fatal) => "fatal",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_errors_are_classified_per_record_fatal_or_wait() {
+        let e = |c| produce_error(&RdError::MessageProduction(c));
+        assert!(matches!(
+            e(RDKafkaErrorCode::QueueFull),
+            KafkaError::QueueFull
+        ));
+        assert!(matches!(
+            e(RDKafkaErrorCode::MessageSizeTooLarge),
+            KafkaError::RecordRefused {
+                class: "too_large",
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(RDKafkaErrorCode::InvalidRecord),
+            KafkaError::RecordRefused {
+                class: "invalid_record",
+                ..
+            }
+        ));
+        assert!(matches!(e(RDKafkaErrorCode::Fatal), KafkaError::Fatal(_)));
+        assert!(matches!(
+            e(RDKafkaErrorCode::UnknownTopic),
+            KafkaError::Produce(_)
+        ));
     }
 }

@@ -34,7 +34,7 @@ pub use consumer::{
 };
 pub use context::ClientErrors;
 pub use embedded::EmbeddedCluster;
-pub use error::KafkaError;
+pub use error::{FailureKind, KafkaError};
 pub use producer::{
     ClientStats, DeliveryFailure, DeliveryHandler, DeliveryReport, KafkaProducer, OutRecord,
     POLL_SLICE, PRODUCER_ID_DELAY,

@@ -5,7 +5,7 @@
 
 use crate::config::ProducerSettings;
 use crate::context::ClientErrors;
-use crate::error::{delivery_error_class, produce_error, KafkaError};
+use crate::error::{delivery_error_class, failure_kind, produce_error, FailureKind, KafkaError};
 use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
@@ -23,6 +23,9 @@ pub struct DeliveryFailure {
     pub class: &'static str,
     /// The client's message.
     pub message: String,
+    /// Whether the failure is about this record only (dead-letter it and go on), or the
+    /// producer is gone (fatal), or neither.
+    pub kind: FailureKind,
 }
 
 /// The outcome of one send, reported once per record.
@@ -36,6 +39,8 @@ pub struct DeliveryReport<'a> {
     pub offset: i64,
     /// Acked, or why not.
     pub result: Result<(), DeliveryFailure>,
+    /// The record's value, as sent: what a refused record's dead-letter copy is made of.
+    pub payload: Option<&'a [u8]>,
 }
 
 /// Receives delivery reports on librdkafka's polling thread. Keep it cheap.
@@ -96,6 +101,7 @@ impl<H: DeliveryHandler> ProducerContext for Ctx<H> {
                 partition: m.partition(),
                 offset: m.offset(),
                 result: Ok(()),
+                payload: m.payload(),
             },
             Err((e, m)) => DeliveryReport {
                 topic: m.topic(),
@@ -104,7 +110,11 @@ impl<H: DeliveryHandler> ProducerContext for Ctx<H> {
                 result: Err(DeliveryFailure {
                     class: delivery_error_class(e),
                     message: e.to_string(),
+                    kind: e
+                        .rdkafka_error_code()
+                        .map_or(FailureKind::Other, failure_kind),
                 }),
+                payload: m.payload(),
             },
         };
         self.handler.delivered(*token, report);
@@ -338,6 +348,16 @@ impl<H: DeliveryHandler> KafkaProducer<H> {
             }
             self.poll((ready - now).min(Duration::from_millis(10)));
         }
+    }
+
+    /// librdkafka's fatal error, once it has raised one (`rd_kafka_fatal_error`): the producer
+    /// can then send nothing more.
+    pub fn fatal_error(&self) -> Option<String> {
+        let e = match &self.inner {
+            Inner::Threaded(p) => p.client().fatal_error(),
+            Inner::Polled(p) => p.client().fatal_error(),
+        };
+        e.map(|(code, reason)| format!("{code}: {reason}"))
     }
 
     /// Client statistics.

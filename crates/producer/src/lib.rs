@@ -4,8 +4,10 @@
 //! The producer declares intent (topic by code, key by strategy, `acks=all`) and never picks a
 //! partition: Kafka's partitioner does. Pacing is a token bucket ([`rate::Pacer`]) in msg/s and
 //! optionally bytes/s, with a ramp profile ([`rate::Ramp`]); latency is measured both from the
-//! actual send and from the intended send time. Events without an extractable code are
-//! rejected to a reject file or a dead-letter topic ([`RejectSink`]), never dropped.
+//! actual send and from the intended send time. Events without an extractable code, and
+//! records the client or the cluster refuses for themselves (`oversize`, `invalid_record`), are
+//! rejected to a reject file or a dead-letter topic ([`RejectSink`]), never dropped, and the run
+//! goes on; only a fatal client error ends it early ([`ProducerError::Ended`], with the report).
 //!
 //! ```no_run
 //! # use std::sync::{Arc, atomic::AtomicBool};

@@ -1,7 +1,7 @@
 //! MetricsEmitter: counters, ack latency (from the actual send and from the intended send time),
 //! errors by class, per-partition counts. Fed by librdkafka's delivery reports.
 
-use fleetstream_kafka::{DeliveryHandler, DeliveryReport};
+use fleetstream_kafka::{DeliveryHandler, DeliveryReport, FailureKind};
 use fleetstream_obs::prometheus::{Exposition, HistogramSample};
 use fleetstream_obs::trace::{KeyValue, Span};
 use fleetstream_obs::{LatencyHistogram, LatencySummary};
@@ -32,6 +32,20 @@ pub struct SendMeta {
     pub dead_letter: bool,
     /// The OpenTelemetry span of a sampled message, ended by its delivery report.
     pub span: Option<Box<Span>>,
+}
+
+/// A record the cluster refused for itself in its delivery report (too large for the topic,
+/// invalid): the send loop writes it to the reject sink, as a rejected event.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// Sequence number (its message id is `<run>-<seq>`).
+    pub(crate) seq: u64,
+    /// Delivery failure class (`too_large`, `invalid_record`).
+    pub(crate) class: &'static str,
+    /// The client's message.
+    pub(crate) message: String,
+    /// The record's value.
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Everything an ack updates, under one lock (one lock per delivery report, not two).
@@ -76,7 +90,7 @@ pub struct ProducerMetrics {
     pub acked: AtomicU64,
     /// Messages that failed delivery after librdkafka's retries.
     pub failed: AtomicU64,
-    /// Events rejected before sending (no valid code).
+    /// Events rejected: no valid code, or refused by the client or broker for themselves.
     pub rejected: AtomicU64,
     /// Malformed events the generator made on purpose (`poison_rate`), sent or rejected.
     pub poison_injected: AtomicU64,
@@ -92,6 +106,14 @@ pub struct ProducerMetrics {
     pub queue_full_wait_ns: AtomicU64,
     /// Times the queue was found full.
     pub queue_full_events: AtomicU64,
+    /// Records sent to a source topic that the cluster then refused for themselves (they are
+    /// rejected events, not failed deliveries).
+    pub refused_after_send: AtomicU64,
+    /// Refused records waiting for the send loop to write them to the reject sink.
+    refused: Mutex<Vec<Refused>>,
+    refused_waiting: AtomicU64,
+    /// A delivery report said librdkafka raised a fatal error.
+    fatal_seen: std::sync::atomic::AtomicBool,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     rejected_by_class: Mutex<BTreeMap<&'static str, u64>>,
     acks: Mutex<Acks>,
@@ -159,6 +181,23 @@ impl ProducerMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry(class)
             .or_default() += 1;
+    }
+
+    /// Whether refused records wait for [`ProducerMetrics::take_refused`] (one relaxed load).
+    pub(crate) fn has_refused(&self) -> bool {
+        self.refused_waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// The refused records waiting to be written to the reject sink.
+    pub(crate) fn take_refused(&self) -> Vec<Refused> {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        self.refused_waiting.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *r)
+    }
+
+    /// Whether a delivery report carried librdkafka's fatal error.
+    pub(crate) fn fatal_seen(&self) -> bool {
+        self.fatal_seen.load(Ordering::Relaxed)
     }
 
     /// Acked messages per topic and partition.
@@ -230,7 +269,7 @@ impl ProducerMetrics {
         if rejected.is_empty() {
             e.counter(
                 n::REJECTED_TOTAL,
-                "Events rejected before sending (no extractable code), by class.",
+                "Events rejected (no extractable code, or refused by the client or broker for themselves), by class.",
                 &[("class", "none")],
                 0.0,
             );
@@ -238,7 +277,7 @@ impl ProducerMetrics {
         for (class, v) in rejected {
             e.counter(
                 n::REJECTED_TOTAL,
-                "Events rejected before sending (no extractable code), by class.",
+                "Events rejected (no extractable code, or refused by the client or broker for themselves), by class.",
                 &[("class", class)],
                 v as f64,
             );
@@ -332,6 +371,29 @@ impl DeliveryHandler for ProducerMetrics {
         if let Some(span) = meta.span {
             end_send_span(*span, &report);
         }
+        if let Err(failure) = &report.result {
+            match failure.kind {
+                // About this record only: it becomes a rejected event, dead-lettered by the send
+                // loop; the run goes on.
+                FailureKind::Record => {
+                    tracing::warn!(seq = meta.seq, topic = report.topic, class = failure.class, error = %failure.message, "the cluster refused a record; it goes to the reject sink");
+                    self.refused_after_send.fetch_add(1, Ordering::Relaxed);
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Refused {
+                            seq: meta.seq,
+                            class: failure.class,
+                            message: failure.message.clone(),
+                            payload: report.payload.unwrap_or_default().to_vec(),
+                        });
+                    self.refused_waiting.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                FailureKind::Fatal => self.fatal_seen.store(true, Ordering::Relaxed),
+                FailureKind::Other => {}
+            }
+        }
         match report.result {
             Ok(()) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
@@ -402,6 +464,7 @@ mod tests {
                 partition,
                 offset: 0,
                 result: Ok(()),
+                payload: None,
             },
         );
     }

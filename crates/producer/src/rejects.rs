@@ -1,6 +1,7 @@
-//! Rejected events: those whose code cannot be extracted, so no topic can be chosen for them.
-//! Every one is counted by class and written, as configured, to a reject file or to the
-//! dead-letter topic of the topology's default topic. None is dropped silently.
+//! Rejected events: those whose code cannot be extracted, so no topic can be chosen for them,
+//! and those the client or the cluster refused for themselves (too large, invalid). Every one is
+//! counted by class and written, as configured, to a reject file or to the dead-letter topic of
+//! the topology's default topic. None is dropped silently.
 
 use base64::Engine as _;
 use fleetstream_core::EventError;

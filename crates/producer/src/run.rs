@@ -135,6 +135,16 @@ pub enum ProducerError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The run started and then had to end early (librdkafka's fatal error, the source or the
+    /// reject file failing). Every record handed over was still reported (acked or failed), so
+    /// the report of what it did is here, to be written like any other.
+    #[error("{error}")]
+    Ended {
+        /// Why it ended.
+        error: Box<ProducerError>,
+        /// What it did until then.
+        report: Box<ProducerReport>,
+    },
 }
 
 /// The JSON summary of a run.
@@ -144,15 +154,18 @@ pub struct ProducerReport {
     pub run_id: String,
     /// Sender threads.
     pub threads: u32,
-    /// Messages handed to librdkafka for the source topics.
+    /// Messages handed to librdkafka for the source topics, less those the cluster refused for
+    /// themselves in their delivery report (those are rejected events).
     pub sent: u64,
     /// Messages acked by the cluster.
     pub acked: u64,
     /// Messages that failed delivery.
     pub failed: u64,
-    /// Events rejected before sending (no extractable code).
+    /// Rejected events: no extractable code, or refused by the client or the cluster for
+    /// themselves (`oversize`, `invalid_record`); none of them is in `sent`.
     pub rejected: u64,
-    /// Rejected events by reason (`not_json`, `missing_code`, `invalid_code`, `not_utf8`, ...).
+    /// Rejected events by reason (`not_json`, `missing_code`, `invalid_code`, `not_utf8`,
+    /// `oversize`, `invalid_record`).
     pub rejected_by_class: BTreeMap<&'static str, u64>,
     /// Where rejected events went: `dead-letter:<topic>` or `file:<path>`.
     pub rejects_to: String,
@@ -349,24 +362,49 @@ pub fn run(
         results
     });
     let window = Duration::from_nanos(shared.last_send_ns.load(Ordering::Relaxed));
-    // Every record handed over gets a delivery report before we return: acked or failed.
-    let flushed = shared
-        .producer
-        .flush(spec.settings.delivery_timeout + Duration::from_secs(5));
+    let mut failure = results.into_iter().find_map(Result::err);
+    // Every record handed over gets a delivery report before we return: acked or failed. A
+    // record the cluster refused for itself is then written to the reject sink, and a
+    // dead-letter copy needs one more flush (dead-letter records are never refused again: see
+    // `write_reject`).
+    let timeout = spec.settings.delivery_timeout + Duration::from_secs(5);
+    let mut ids = IdWriter::new(spec.run_id);
+    let flushed = loop {
+        let flushed = shared.producer.flush(timeout);
+        if flushed.is_err() || !metrics.has_refused() {
+            break flushed;
+        }
+        if let Err(e) = write_refused(&shared, &mut ids) {
+            failure = failure.or(Some(e));
+        }
+    };
     if let Rejects::File(f) = &shared.rejects {
-        f.flush().map_err(|error| ProducerError::RejectFile {
-            path: f.path().to_path_buf(),
-            error,
-        })?;
+        if let Err(error) = f.flush() {
+            failure = failure.or(Some(ProducerError::RejectFile {
+                path: f.path().to_path_buf(),
+                error,
+            }));
+        }
     }
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    flushed?;
+    if let Some(fatal) = shared.producer.fatal_error() {
+        failure = failure.or(Some(ProducerError::Kafka(KafkaError::Fatal(fatal))));
+    }
+    if let Err(e) = flushed {
+        failure = failure.or(Some(ProducerError::Kafka(e)));
+    }
     metrics.retries.store(
         shared.producer.stats().tx_retries.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
     metrics.queue_depth.store(0, Ordering::Relaxed);
-    Ok(report(&shared, window, start.elapsed()))
+    let report = report(&shared, window, start.elapsed());
+    match failure {
+        None => Ok(report),
+        Some(error) => Err(ProducerError::Ended {
+            error: Box::new(error),
+            report: Box::new(report),
+        }),
+    }
 }
 
 /// Finds the code, reading past an oversize event's limit: an oversize event with a code is
@@ -401,6 +439,14 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
     loop {
         if sh.stop.load(Ordering::Relaxed) || sh.done.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if m.fatal_seen() {
+            if let Some(fatal) = sh.producer.fatal_error() {
+                return Err(ProducerError::Kafka(KafkaError::Fatal(fatal)));
+            }
+        }
+        if m.has_refused() {
+            write_refused(sh, &mut ids)?;
         }
         let now = Instant::now();
         let mut intended = sh.pacer.take_message(now);
@@ -483,46 +529,42 @@ fn sender(sh: &Shared<'_>, index: u32) -> Result<(), ProducerError> {
                     headers: &hdrs,
                     timestamp_ms: Some(ts as i64),
                 };
-                send(sh, record, seq, (intended, now), (false, span))?;
+                if let Sent::Refused { class, message } =
+                    send(sh, record, seq, (intended, now), (false, span))?
+                {
+                    // The client refused this record for itself (over message.max.bytes): a
+                    // rejected event, not the end of the run.
+                    parent.sampled = false;
+                    traceparent(&parent, &mut trace);
+                    let reject = Reject {
+                        seq,
+                        id,
+                        class: refused_class(class),
+                        message: &message,
+                        payload: &payload,
+                        ts,
+                        produced_at,
+                        trace: &trace,
+                    };
+                    write_reject(sh, &reject, (intended, now))?;
+                }
             }
             Err(e) => {
                 // A rejected event gets no span, so no trace: its dead letter is not followed.
                 parent.sampled = false;
                 traceparent(&parent, &mut trace);
-                let class = reject_class(&payload, &e);
-                m.count_reject(class);
                 let message = e.to_string();
-                match &sh.rejects {
-                    Rejects::File(f) => {
-                        let id_text = String::from_utf8_lossy(id);
-                        f.write(class, &message, &id_text, &payload)
-                            .map_err(|error| ProducerError::RejectFile {
-                                path: f.path().to_path_buf(),
-                                error,
-                            })?;
-                        m.rejects_written.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Rejects::DeadLetter(topic) => {
-                        let hdrs: [(&str, &[u8]); 8] = [
-                            (headers::MESSAGE_ID, id),
-                            (headers::CORRELATION_ID, id),
-                            (headers::TRACEPARENT, &trace),
-                            (headers::PRODUCED_AT, produced_at),
-                            (dead_letter::ERROR_CLASS, class.as_bytes()),
-                            (dead_letter::ERROR_MESSAGE, message.as_bytes()),
-                            (dead_letter::ATTEMPTS, b"0"),
-                            (dead_letter::WORKER_ID, sh.worker_id.as_bytes()),
-                        ];
-                        let record = OutRecord {
-                            topic,
-                            key: None,
-                            payload: &payload,
-                            headers: &hdrs,
-                            timestamp_ms: Some(ts as i64),
-                        };
-                        send(sh, record, seq, (intended, now), (true, None))?;
-                    }
-                }
+                let reject = Reject {
+                    seq,
+                    id,
+                    class: reject_class(&payload, &e),
+                    message: &message,
+                    payload: &payload,
+                    ts,
+                    produced_at,
+                    trace: &trace,
+                };
+                write_reject(sh, &reject, (intended, now))?;
             }
         }
         let sent_at = now;
@@ -587,14 +629,150 @@ fn wait_until(sh: &Shared<'_>, t: Instant) -> Instant {
     }
 }
 
+/// What became of a record handed to [`send`].
+enum Sent {
+    /// In librdkafka's queue; its delivery report will say the rest.
+    Queued,
+    /// The client refused this record for itself (larger than `message.max.bytes`, invalid).
+    Refused {
+        /// Delivery failure class (`too_large`, `invalid_record`).
+        class: &'static str,
+        /// The client's message.
+        message: String,
+    },
+}
+
+/// The reject reason of a record refused by the client or the cluster, from the failure class.
+fn refused_class(class: &'static str) -> &'static str {
+    match class {
+        "too_large" => "oversize",
+        other => other,
+    }
+}
+
+/// One rejected event to write.
+struct Reject<'a> {
+    seq: u64,
+    id: &'a [u8],
+    class: &'static str,
+    message: &'a str,
+    payload: &'a [u8],
+    ts: u64,
+    produced_at: &'a [u8],
+    trace: &'a [u8],
+}
+
+/// Counts one rejected event and writes it to the reject sink: a reject-file line with the
+/// whole event, or a dead-letter record. A dead-letter copy keeps at most the first
+/// [`MAX_EVENT_BYTES`] of the event (an event that large is not telemetry, and the cut copy
+/// fits any topic's record limit, so the dead-letter write is not refused in turn); its error
+/// message says so, and `--reject-file` keeps whole events.
+fn write_reject(
+    sh: &Shared<'_>,
+    r: &Reject<'_>,
+    times: (Instant, Instant),
+) -> Result<(), ProducerError> {
+    let m = sh.metrics;
+    m.count_reject(r.class);
+    match &sh.rejects {
+        Rejects::File(f) => {
+            let id_text = String::from_utf8_lossy(r.id);
+            f.write(r.class, r.message, &id_text, r.payload)
+                .map_err(|error| ProducerError::RejectFile {
+                    path: f.path().to_path_buf(),
+                    error,
+                })?;
+            m.rejects_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Rejects::DeadLetter(topic) => {
+            let cut = r.payload.len() > MAX_EVENT_BYTES;
+            let message = if cut {
+                format!(
+                    "{} (dead-letter copy cut to the first {MAX_EVENT_BYTES} of {} bytes)",
+                    r.message,
+                    r.payload.len()
+                )
+            } else {
+                r.message.to_string()
+            };
+            let hdrs: [(&str, &[u8]); 8] = [
+                (headers::MESSAGE_ID, r.id),
+                (headers::CORRELATION_ID, r.id),
+                (headers::TRACEPARENT, r.trace),
+                (headers::PRODUCED_AT, r.produced_at),
+                (dead_letter::ERROR_CLASS, r.class.as_bytes()),
+                (dead_letter::ERROR_MESSAGE, message.as_bytes()),
+                (dead_letter::ATTEMPTS, b"0"),
+                (dead_letter::WORKER_ID, sh.worker_id.as_bytes()),
+            ];
+            let record = OutRecord {
+                topic,
+                key: None,
+                payload: &r.payload[..r.payload.len().min(MAX_EVENT_BYTES)],
+                headers: &hdrs,
+                timestamp_ms: Some(r.ts as i64),
+            };
+            if let Sent::Refused { class, message } = send(sh, record, r.seq, times, (true, None))?
+            {
+                m.rejects_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(seq = r.seq, topic, class, error = %message, "dead-letter write of a rejected event refused");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the records the cluster refused in their delivery reports to the reject sink.
+fn write_refused(sh: &Shared<'_>, ids: &mut IdWriter) -> Result<(), ProducerError> {
+    let spec = sh.spec;
+    for refused in sh.metrics.take_refused() {
+        let now = Instant::now();
+        let ts = sh.start_epoch_ms + now.duration_since(sh.start).as_millis() as u64;
+        let mut ts_buf = [0u8; 20];
+        let mut trace = [0u8; 55];
+        let parent = TraceParent {
+            trace_id: (u128::from(spec.run_id) << 64) | u128::from(refused.seq),
+            span_id: refused.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            sampled: false,
+        };
+        traceparent(&parent, &mut trace);
+        // The broker checks whole batches, and librdkafka does not split a refused one: say
+        // which size this record had, as it may have been refused with an oversize neighbour.
+        let message = if refused.class == "too_large" {
+            format!(
+                "{}: the broker refused the batch this {}-byte record was in (over the topic's \
+                 max.message.bytes)",
+                refused.message,
+                refused.payload.len()
+            )
+        } else {
+            refused.message
+        };
+        let reject = Reject {
+            seq: refused.seq,
+            id: ids.id(refused.seq),
+            class: refused_class(refused.class),
+            message: &message,
+            payload: &refused.payload,
+            ts,
+            produced_at: decimal(ts, &mut ts_buf),
+            trace: &trace,
+        };
+        write_reject(sh, &reject, (now, now))?;
+    }
+    Ok(())
+}
+
 /// Hands one record to librdkafka, waiting while its queue is full (backpressure: never drop).
+/// A record the client refuses for itself comes back as [`Sent::Refused`] for the caller to
+/// reject; only a fatal or unexpected client error is an error of the run.
 fn send(
     sh: &Shared<'_>,
     record: OutRecord<'_>,
     seq: u64,
     (intended, now): (Instant, Instant),
     (dead_letter, span): (bool, Option<Box<Span>>),
-) -> Result<(), ProducerError> {
+) -> Result<Sent, ProducerError> {
     let m = sh.metrics;
     let mut meta = SendMeta {
         seq,
@@ -624,7 +802,12 @@ fn send(
                         Some(e.to_string()),
                     );
                 }
-                return Err(ProducerError::Kafka(e));
+                return match e {
+                    KafkaError::RecordRefused { class, message } => {
+                        Ok(Sent::Refused { class, message })
+                    }
+                    e => Err(ProducerError::Kafka(e)),
+                };
             }
         }
     }
@@ -633,14 +816,17 @@ fn send(
         m.sent_bytes
             .fetch_add(record.payload.len() as u64, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(Sent::Queued)
 }
 
 fn report(sh: &Shared<'_>, window: Duration, total: Duration) -> ProducerReport {
     let (spec, m) = (sh.spec, sh.metrics);
     let secs = window.as_secs_f64().max(1e-9);
     let total = total.as_secs_f64().max(1e-9);
-    let sent = m.sent.load(Ordering::Relaxed);
+    let sent = m
+        .sent
+        .load(Ordering::Relaxed)
+        .saturating_sub(m.refused_after_send.load(Ordering::Relaxed));
     let acked = m.acked.load(Ordering::Relaxed);
     let AckLatency {
         from_send,

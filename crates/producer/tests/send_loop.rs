@@ -255,3 +255,189 @@ fn every_record_carries_the_four_headers_of_the_wire_contract() {
     // --trace-sample-ratio 0.25: about a quarter say sampled, from a hash of the sequence.
     assert!((60..=140).contains(&sampled), "{sampled} of 400 sampled");
 }
+
+/// An input file: a normal line, `big` (if any), then `after` normal lines. Returns its path.
+fn input_with(dir: &std::path::Path, big: Option<&str>, after: u32) -> std::path::PathBuf {
+    let line = |i: u32| {
+        format!(
+            r#"{{"truck_id":"TRK-{i:06}","codigo":{},"ts":{i}}}"#,
+            300 + i % 7
+        )
+    };
+    let mut text = line(0) + "\n";
+    if let Some(b) = big {
+        text += b;
+        text += "\n";
+    }
+    for i in 1..=after {
+        text += &(line(i) + "\n");
+    }
+    let path = dir.join("in.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every message id of run `run_id` on `topics`, by sequence, with its record.
+fn ids_on(
+    cluster: &ClusterHandle,
+    topics: &[String],
+    run_id: &str,
+) -> std::collections::BTreeMap<u64, fleetstream_kafka::ConsumedRecord> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in topics {
+        for rec in read_topic_to_end(cluster.connection(), t, Duration::from_secs(30)).unwrap() {
+            let id = MessageId::parse(rec.header(headers::MESSAGE_ID).unwrap()).unwrap();
+            assert_eq!(format!("{:016x}", id.run), run_id);
+            assert!(out.insert(id.seq, rec).is_none(), "one record per id");
+        }
+    }
+    out
+}
+
+/// Issue 12, defect 4: a line over the client's record limit (librdkafka's
+/// `message.max.bytes`, 1,000,000 bytes) made `send` fail with `MessageSizeTooLarge`, which
+/// ended the run: the lines after it were never sent and no report came back. It is dead-lettered
+/// as `oversize` (the copy cut to the first 64 KiB) and the run goes on.
+#[test]
+fn oversize_line_is_dead_lettered_and_the_run_goes_on() {
+    let (cluster, topology, prefix) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!(
+        r#"{{"truck_id":"TRK-000099","codigo":301,"ts":99,"padding":"{}"}}"#,
+        "x".repeat(1_200_000)
+    );
+    let mut s = spec(&cluster, &topology, 0, 0.0);
+    s.count = None;
+    s.options.source = SourceSpec::File(input_with(dir.path(), Some(&big), 20));
+    let r = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!((r.sent, r.acked, r.failed), (21, 21, 0), "{r:?}");
+    assert_eq!(r.rejected_by_class.get("oversize"), Some(&1), "{r:?}");
+    assert_eq!((r.rejected, r.rejects_written), (1, 1));
+    let dlq = format!("{prefix}-mt-c300-dlq");
+    let letters = ids_on(&cluster, std::slice::from_ref(&dlq), &r.run_id);
+    assert_eq!(letters.len(), 1);
+    let (seq, letter) = letters.iter().next().unwrap();
+    assert_eq!(*seq, 1, "the second line");
+    assert_eq!(
+        letter.header(headers::dead_letter::ERROR_CLASS),
+        Some(&b"oversize"[..])
+    );
+    assert_eq!(letter.value, big.as_bytes()[..64 * 1024]);
+    let message =
+        String::from_utf8_lossy(letter.header(headers::dead_letter::ERROR_MESSAGE).unwrap())
+            .into_owned();
+    assert!(
+        message.contains(&format!("of {} bytes", big.len())),
+        "{message}"
+    );
+    let sources = [format!("{prefix}-mt-c400"), format!("{prefix}-mt-c300")];
+    let sent = ids_on(&cluster, &sources, &r.run_id);
+    assert_eq!(
+        sent.keys().copied().collect::<Vec<_>>(),
+        [0].into_iter().chain(2..=21).collect::<Vec<u64>>(),
+        "every other line was produced, the ones after the big one too"
+    );
+}
+
+/// Issue 12, defect 4, the broker's side: a record under the client's limit but over the
+/// topic's `max.message.bytes` is refused in its delivery report (`MESSAGE_TOO_LARGE`). That was
+/// counted as a failed delivery (exit 1, the event in no dead-letter topic). Each refused record
+/// is dead-lettered as `oversize` and the run goes on. The embedded cluster does not enforce
+/// topic configs, so it is told to refuse the first produce request.
+#[test]
+fn records_the_broker_refuses_as_too_large_are_dead_lettered_and_the_run_goes_on() {
+    let cluster = ClusterHandle::embedded(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (prefix, topology) = rt.block_on(apply_unique(&cluster, DOMAIN));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(&cluster, &topology, 0, 0.0);
+    s.count = None;
+    s.options.source = SourceSpec::File(input_with(dir.path(), None, 29));
+    cluster
+        .embedded_cluster()
+        .unwrap()
+        .refuse_next_produce_requests_as_too_large(1)
+        .unwrap();
+    let r = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(r.failed, 0, "{r:?}");
+    let refused = r.rejected_by_class.get("oversize").copied().unwrap_or(0);
+    assert!(refused >= 1, "{r:?}");
+    assert_eq!(r.rejected, refused, "{r:?}");
+    assert_eq!(r.sent + r.rejected, 30, "{r:?}");
+    assert_eq!(r.acked, r.sent);
+    assert_eq!(r.rejects_written, r.rejected);
+    let letters = ids_on(&cluster, &[format!("{prefix}-mt-c300-dlq")], &r.run_id);
+    assert_eq!(letters.len() as u64, refused);
+    for letter in letters.values() {
+        assert_eq!(
+            letter.header(headers::dead_letter::ERROR_CLASS),
+            Some(&b"oversize"[..])
+        );
+        assert!(letter.value.starts_with(br#"{"truck_id":"TRK-"#));
+    }
+    let sources = [format!("{prefix}-mt-c400"), format!("{prefix}-mt-c300")];
+    let sent = ids_on(&cluster, &sources, &r.run_id);
+    assert_eq!(sent.len() as u64, r.acked);
+    let all: Vec<u64> = sent
+        .keys()
+        .chain(letters.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        all,
+        (0..30).collect::<Vec<u64>>(),
+        "every line produced or dead-lettered"
+    );
+}
+
+/// A fatal client error (here: the idempotent producer id refused, which librdkafka raises as
+/// fatal) ends the run, but with the report of what it did, so `produce` still prints and
+/// writes its summary. It used to end with the bare error and no report.
+#[test]
+fn a_fatal_client_error_ends_the_run_with_its_report() {
+    let cluster = ClusterHandle::embedded(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_, topology) = rt.block_on(apply_unique(&cluster, DOMAIN));
+    cluster
+        .embedded_cluster()
+        .unwrap()
+        .refuse_next_producer_id_requests(1)
+        .unwrap();
+    let s = spec(&cluster, &topology, 50, 0.0);
+    let e = run(
+        &s,
+        Arc::new(ProducerMetrics::default()),
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    let fleetstream_producer::ProducerError::Ended { error, report } = e else {
+        panic!("the run ended without its report: {e:?}");
+    };
+    assert!(
+        matches!(
+            *error,
+            fleetstream_producer::ProducerError::Kafka(fleetstream_kafka::KafkaError::Fatal(_))
+        ),
+        "{error:?}"
+    );
+    assert_eq!(report.run_id, format!("{:016x}", s.run_id));
+    assert_eq!(report.acked, 0, "{report:?}");
+}

@@ -26,6 +26,11 @@ pub enum KafkaError {
     /// Timed out.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// librdkafka raised a fatal error (`rd_kafka_fatal_error`): the client can do nothing more
+    /// and must be replaced. Unlike a routine error (a broker down, a transport failure), which
+    /// librdkafka recovers from by itself, this ends what the client was doing.
+    #[error("fatal Kafka client error: {0}")]
+    Fatal(String),
 }
 
 impl KafkaError {
@@ -35,6 +40,11 @@ impl KafkaError {
             self,
             KafkaError::QueueFull | KafkaError::Timeout(_) | KafkaError::Produce(_)
         )
+    }
+
+    /// Whether the client that returned this can do nothing more (see [`KafkaError::Fatal`]).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, KafkaError::Fatal(_))
     }
 }
 

@@ -378,11 +378,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     {
         let conn = conn.clone();
         let name = dlq.name.clone();
+        // The reader rides through a broker down or restarting (librdkafka's routine errors);
+        // 60 s leaves room for its reconnect backoff (up to 10 s) after a broker comes back.
         let records = tokio::task::spawn_blocking(move || {
-            read_topic_to_end(&conn, &name, Duration::from_secs(30))
+            read_topic_to_end(&conn, &name, Duration::from_secs(60))
         })
         .await
-        .context("dead-letter reader")??;
+        .context("dead-letter reader")?
+        .with_context(|| {
+            format!(
+                "reading dead-letter topic {} back for the account (without it, no `lost` figure)",
+                dlq.name
+            )
+        })?;
         dead_letter_ids.extend(
             records
                 .iter()

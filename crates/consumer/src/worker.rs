@@ -10,6 +10,15 @@
 //! is full (dispatcher slow or throttling) the worker pauses its partitions and keeps polling,
 //! so the group does not evict it, and resumes once there is room. Memory stays bounded by the
 //! queue, one batch in hand, and librdkafka's (configured) prefetch.
+//!
+//! Pausing holds every partition of the worker, including any assigned while it holds, and a
+//! resume reaches every partition it paused, by name, assigned or not at that moment: librdkafka
+//! keeps a pause across revoke and re-assign, so a partition revoked while paused (a session
+//! timeout during a cluster outage) and forgotten would never be consumed again once it came
+//! back. [`GroupConsumer`] keeps that intent and applies it on every assignment.
+//!
+//! Errors from the poll are routine (a broker down: librdkafka reconnects by itself) and
+//! logged; only a fatal client error ends the worker, after it settled what it had read.
 
 use crate::config::WorkerConfig;
 use crate::dead_letter::DeadLetterWriter;
@@ -124,7 +133,7 @@ impl Worker {
         let mut deadline: Option<tokio::time::Instant> = None;
         // A closed batch the queue had no room for; while it waits, partitions are paused.
         let mut blocked: Option<Batch> = None;
-        let mut paused: Vec<(String, i32)> = Vec::new();
+        let mut fatal: Option<KafkaError> = None;
         let mut retry_tick = tokio::time::interval(Duration::from_millis(20));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -145,9 +154,7 @@ impl Worker {
                 _ = retry_tick.tick(), if blocked.is_some() => {
                     if let Some(b) = blocked.take() {
                         match tx.try_send(b) {
-                            Ok(()) => {
-                                self.resume(&mut paused);
-                            }
+                            Ok(()) => self.resume(),
                             Err(mpsc::error::TrySendError::Full(b)) => blocked = Some(b),
                             Err(mpsc::error::TrySendError::Closed(_)) => break,
                         }
@@ -162,13 +169,15 @@ impl Worker {
                         }
                         batch_bytes += r.value.len();
                         batch.push(r);
-                        if blocked.is_some() {
-                            // Records from a partition assigned while paused: pause it too.
-                            self.pause(&mut paused);
-                        }
                         close_batch = batch.len() >= config.batch_max_records || batch_bytes >= config.batch_max_bytes;
                     }
+                    Err(e) if e.is_fatal() => {
+                        tracing::error!(worker = %config.worker_id, error = %e, "the Kafka client failed: settling what was read, then stopping");
+                        fatal = Some(e);
+                        break;
+                    }
                     Err(e) => {
+                        // Routine (a broker down or restarting): librdkafka reconnects by itself.
                         tracing::warn!(worker = %config.worker_id, error = %e, "consume error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -189,7 +198,7 @@ impl Worker {
                     Ok(Err(_)) => break,
                     Err(_) => {
                         blocked = Some(b);
-                        self.pause(&mut paused);
+                        self.pause();
                     }
                 }
             }
@@ -227,44 +236,36 @@ impl Worker {
                 let _ = c.commit_stored();
             }
         });
-        Ok(())
+        match fatal {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
-    fn pause(&self, paused: &mut Vec<(String, i32)>) {
-        let assigned = self.consumer.assignment();
-        let fresh: Vec<(String, i32)> = assigned
-            .into_iter()
-            .filter(|p| !paused.contains(p))
-            .collect();
-        if fresh.is_empty() {
-            return;
-        }
-        match self.consumer.pause(&fresh) {
-            Ok(()) => {
+    /// Holds every partition (those assigned later too) while a closed batch waits for room.
+    fn pause(&self) {
+        match self.consumer.pause_assigned() {
+            Ok(0) => {}
+            Ok(_) => {
                 self.settler.metrics.pauses.fetch_add(1, Ordering::Relaxed);
-                paused.extend(fresh);
-                self.settler
-                    .metrics
-                    .paused_partitions
-                    .store(paused.len() as u64, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, "pause failed"),
         }
+        self.paused_gauge();
     }
 
-    fn resume(&self, paused: &mut Vec<(String, i32)>) {
-        if paused.is_empty() {
-            return;
-        }
-        // Only partitions still assigned can be resumed; revoked ones are gone anyway.
-        let assigned = self.consumer.assignment();
-        let still: Vec<(String, i32)> = paused.drain(..).filter(|p| assigned.contains(p)).collect();
-        if let Err(e) = self.consumer.resume(&still) {
+    /// Resumes every partition paused by [`Worker::pause`], by name, assigned or not.
+    fn resume(&self) {
+        if let Err(e) = self.consumer.resume_all() {
             tracing::warn!(error = %e, "resume failed");
         }
+        self.paused_gauge();
+    }
+
+    fn paused_gauge(&self) {
         self.settler
             .metrics
             .paused_partitions
-            .store(0, Ordering::Relaxed);
+            .store(self.consumer.paused_count() as u64, Ordering::Relaxed);
     }
 }

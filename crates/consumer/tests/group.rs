@@ -7,7 +7,7 @@ use fleetstream_consumer::{
 use fleetstream_core::{MessageId, Topology};
 use fleetstream_dispatcher::idempotency::MemoryStore;
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
-use fleetstream_kafka::{ClusterHandle, ConsumerSettings, ProducerSettings};
+use fleetstream_kafka::{ClusterHandle, ConsumerSettings, GroupConsumer, ProducerSettings};
 use fleetstream_testkit::{apply_unique, cluster, produce_telemetry, wait_until};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -405,4 +405,122 @@ async fn key_lanes_dispatch_keys_concurrently_in_order() {
     )
     .unwrap();
     assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "{lag:?}");
+}
+
+/// Holds every dispatch until `open` turns true: a dispatcher (or dead-letter write) blocked by
+/// an outage.
+struct Gated {
+    inner: InProcess,
+    open: watch::Receiver<bool>,
+}
+
+impl Transport for Gated {
+    fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
+        Box::pin(async move {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+            self.inner.dispatch(records).await
+        })
+    }
+}
+
+/// Waits up to `secs` for `done`, off the runtime's worker threads.
+async fn wait_for(secs: u64, done: impl FnMut() -> bool + Send + 'static) -> bool {
+    tokio::task::spawn_blocking(move || wait_until(Duration::from_secs(secs), done))
+        .await
+        .unwrap()
+}
+
+/// Issue 12, defect 2: a worker paused all its partitions (dispatch blocked), some were revoked
+/// while paused, the blocked batch settled and the worker resumed only the partitions assigned
+/// at that instant; librdkafka keeps a pause across revoke and re-assign, so when the revoked
+/// partitions came back they stayed paused for good (lag grew without end, nothing logged).
+/// Pause -> revoke -> resume -> re-assign: every record must still be dispatched.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_paused_before_revoke_are_consumed_after_reassign() {
+    let f = fixture().await;
+    let (open_tx, open_rx) = watch::channel(false);
+    let transport = Arc::new(Gated {
+        inner: InProcess(f.dispatcher.clone()),
+        open: open_rx,
+    });
+    let metrics = Arc::new(WorkerMetrics::default());
+    let worker = f.worker_with("held", f.settings(), transport, metrics.clone(), |c| {
+        c.pause_after = Duration::from_millis(100);
+    });
+    let stats = worker.group_stats();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(worker.run(stop_rx));
+
+    let run = 21;
+    let n = 3_000;
+    tokio::task::block_in_place(|| f.produce(run, n));
+    // 1. Dispatch blocked: the queue fills and the worker pauses its partitions.
+    let m = metrics.clone();
+    assert!(
+        wait_for(60, move || m.paused_partitions.load(Ordering::SeqCst) > 0).await,
+        "the worker never paused: {:?}",
+        metrics.snapshot()
+    );
+
+    // 2. A second member joins: some of the paused partitions are revoked from the worker.
+    // It reads without storing offsets, so whatever it reads is re-delivered when it leaves.
+    let topics: Vec<&str> = f.topics.iter().map(String::as_str).collect();
+    let member = Arc::new(GroupConsumer::subscribe(&f.settings(), &topics).unwrap());
+    let poller = tokio::spawn({
+        let member = member.clone();
+        async move {
+            loop {
+                let _ = member.recv().await;
+            }
+        }
+    });
+    let s = stats.clone();
+    assert!(
+        wait_for(60, move || s.revoked.load(Ordering::SeqCst) > 0).await,
+        "the second member never took a partition"
+    );
+
+    // 3. The outage ends: the blocked batches settle and the worker resumes.
+    open_tx.send(true).unwrap();
+    let m = metrics.clone();
+    assert!(
+        wait_for(60, move || m.paused_partitions.load(Ordering::SeqCst) == 0).await,
+        "the worker never resumed: {:?}",
+        metrics.snapshot()
+    );
+
+    // 4. The second member leaves: its partitions come back to the worker.
+    let assigned_before = stats.assigned.load(Ordering::SeqCst);
+    poller.abort();
+    let _ = poller.await;
+    let member = Arc::try_unwrap(member).ok().expect("the poller is gone");
+    tokio::task::block_in_place(move || member.close());
+    let s = stats.clone();
+    assert!(
+        wait_for(60, move || s.assigned.load(Ordering::SeqCst)
+            > assigned_before)
+        .await,
+        "the partitions never came back to the worker"
+    );
+
+    // 5. More records on every partition; all of both runs must be dispatched.
+    tokio::task::block_in_place(|| f.produce(run + 1, n));
+    let sink = f.dispatcher.memory_target("sink").unwrap();
+    let all_there = wait_for(90, move || sink.ids().len() as u64 >= 2 * n).await;
+    let sink = f.dispatcher.memory_target("sink").unwrap();
+    let seen = sink.ids().len();
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        all_there,
+        "{} of {} records never dispatched: partitions re-assigned after a pause stayed paused \
+         ({:?})",
+        2 * n as usize - seen,
+        2 * n,
+        metrics.snapshot()
+    );
+    for r in [run, run + 1] {
+        f.assert_all_dispatched_once(r, n);
+    }
 }

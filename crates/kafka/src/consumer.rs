@@ -5,15 +5,16 @@
 use crate::config::ConsumerSettings;
 use crate::context::{ClientErrors, ErrorCtx};
 use crate::error::KafkaError;
-use rdkafka::client::ClientContext;
+use crate::pause::{PauseIntent, Tp};
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// A record as read from Kafka, owned.
 #[derive(Debug, Clone)]
@@ -61,6 +62,14 @@ pub struct GroupCtx {
     /// Logs each distinct client error once (rust-rdkafka hands each to the context twice).
     errors: ClientErrors,
     oauth: Option<Arc<crate::msk_iam::MskIamTokens>>,
+    /// What this member wants paused; held across the librdkafka call that applies it.
+    pause: Mutex<PauseIntent>,
+}
+
+impl GroupCtx {
+    fn intent(&self) -> MutexGuard<'_, PauseIntent> {
+        self.pause.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl ClientContext for GroupCtx {
@@ -84,6 +93,7 @@ impl ConsumerContext for GroupCtx {
             self.stats
                 .revoked
                 .fetch_add(tpl.count() as u64, Ordering::Relaxed);
+            self.intent().revoked(&names(tpl));
             // Work finished on revoked partitions is committed before they move, so the next
             // owner re-delivers as little as possible. Nothing unfinished was stored.
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -92,12 +102,34 @@ impl ConsumerContext for GroupCtx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// Makes librdkafka's pause flags of the newly assigned partitions agree with what this
+    /// member wants (see [`crate::pause`]): paused while it holds, resumed otherwise, since
+    /// librdkafka keeps a pause from before a revoke.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.stats
                 .assigned
                 .fetch_add(tpl.count() as u64, Ordering::Relaxed);
             tracing::debug!(partitions = tpl.count(), "assigned");
+            let mut intent = self.intent();
+            let plan = intent.assigned(&names(tpl));
+            if !plan.pause.is_empty() {
+                if let Err(e) = consumer.pause(&list(&plan.pause)) {
+                    tracing::warn!(error = %e, "pausing newly assigned partitions failed");
+                }
+            }
+            if !plan.resume.is_empty() {
+                match consumer.resume(&list(&plan.resume)) {
+                    Ok(()) if !plan.were_paused.is_empty() => tracing::info!(
+                        partitions = %show(&plan.were_paused),
+                        "resumed re-assigned partitions that were paused when they were revoked"
+                    ),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resuming newly assigned partitions failed")
+                    }
+                }
+            }
         }
     }
 
@@ -142,6 +174,7 @@ impl GroupConsumer {
                 stats: stats.clone(),
                 errors: ClientErrors::default(),
                 oauth: settings.connection.oauth()?,
+                pause: Mutex::default(),
             })
             .map_err(|e| crate::error::client_error(&e))?;
         inner
@@ -157,13 +190,14 @@ impl GroupConsumer {
     }
 
     /// Next record. Polling also serves rebalances and keeps the member in the group.
+    ///
+    /// An error is routine (a broker down, a transport failure: librdkafka reconnects by itself;
+    /// poll again) unless [`KafkaError::is_fatal`] says otherwise.
     pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
-        let m = self
-            .inner
-            .recv()
-            .await
-            .map_err(|e| KafkaError::Consume(e.to_string()))?;
-        Ok(to_record(&m))
+        match self.inner.recv().await {
+            Ok(m) => Ok(to_record(&m)),
+            Err(e) => Err(poll_error(self.inner.client(), &e)),
+        }
     }
 
     /// Marks `offset` of `topic`/`partition` done: the next commit moves past it.
@@ -191,18 +225,51 @@ impl GroupConsumer {
         }
     }
 
-    /// Pauses fetching from partitions (polling continues, so the member stays in the group).
-    pub fn pause(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+    /// Holds this member's partitions: pauses fetching from every assigned partition, and from
+    /// any assigned later, until [`GroupConsumer::resume_all`] (polling continues, so the member
+    /// stays in the group). Returns how many partitions it paused now.
+    pub fn pause_assigned(&self) -> Result<usize, KafkaError> {
+        let ctx = self.inner.context();
+        let mut intent = ctx.intent();
+        let fresh = intent.hold(self.assignment());
+        if fresh.is_empty() {
+            return Ok(0);
+        }
         self.inner
-            .pause(&tpl(partitions))
-            .map_err(|e| KafkaError::Consume(format!("pause: {e}")))
+            .pause(&list(&fresh))
+            .map_err(|e| KafkaError::Consume(format!("pause: {e}")))?;
+        Ok(fresh.len())
     }
 
-    /// Resumes fetching from paused partitions.
-    pub fn resume(&self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
-        self.inner
-            .resume(&tpl(partitions))
-            .map_err(|e| KafkaError::Consume(format!("resume: {e}")))
+    /// Ends the hold: resumes, by name, every partition this member paused, whether or not it
+    /// is assigned at the moment (librdkafka would keep the pause of a revoked partition into
+    /// its next assignment). Returns how many it resumed.
+    pub fn resume_all(&self) -> Result<usize, KafkaError> {
+        let ctx = self.inner.context();
+        let mut intent = ctx.intent();
+        let paused = intent.release();
+        if paused.is_empty() {
+            return Ok(0);
+        }
+        // librdkafka skips (and does not fail on) a partition it no longer knows; the next
+        // assignment of such a partition resumes it (`post_rebalance`).
+        match self.inner.resume(&list(&paused)) {
+            Ok(()) => Ok(paused.len()),
+            Err(e) => {
+                intent.release_failed(paused);
+                Err(KafkaError::Consume(format!("resume: {e}")))
+            }
+        }
+    }
+
+    /// How many partitions this member has paused (assigned or not).
+    pub fn paused_count(&self) -> usize {
+        self.inner.context().intent().paused()
+    }
+
+    /// Whether this member holds its partitions ([`GroupConsumer::pause_assigned`]).
+    pub fn holds(&self) -> bool {
+        self.inner.context().intent().holds()
     }
 
     /// Currently assigned partitions.
@@ -274,12 +341,39 @@ impl GroupConsumer {
     }
 }
 
-fn tpl(partitions: &[(String, i32)]) -> TopicPartitionList {
+fn list(partitions: &[Tp]) -> TopicPartitionList {
     let mut t = TopicPartitionList::new();
     for (topic, p) in partitions {
         t.add_partition(topic, *p);
     }
     t
+}
+
+fn names(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// `topic/partition` list for a log line.
+fn show(partitions: &[Tp]) -> String {
+    let all: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+    all.join(",")
+}
+
+/// Classifies an error a consumer's poll returned. librdkafka reports a dead broker, a refused
+/// connection or "all brokers down" as an error event on the poll while it reconnects by
+/// itself: routine ([`KafkaError::Consume`]), to log and poll again. Only a fatal error
+/// (`rd_kafka_fatal_error`) ends the client ([`KafkaError::Fatal`]).
+fn poll_error<C: ClientContext>(client: &Client<C>, e: &rdkafka::error::KafkaError) -> KafkaError {
+    if let Some((code, reason)) = client.fatal_error() {
+        return KafkaError::Fatal(format!("{code}: {reason}"));
+    }
+    match e {
+        rdkafka::error::KafkaError::MessageConsumptionFatal(_) => KafkaError::Fatal(e.to_string()),
+        _ => KafkaError::Consume(e.to_string()),
+    }
 }
 
 /// `failure`, with what the client reported in the last `window` (served from its queue first:
@@ -311,22 +405,74 @@ fn side_consumer(
     Ok(consumer)
 }
 
+/// Longest a single metadata or watermark request of a reader waits before it is tried again
+/// (with a broker down, librdkafka may hold a request until its timeout).
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Pause between two attempts of a request that failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Runs a blocking request of a side consumer, each attempt with at most `per_attempt`, again
+/// after a routine failure (a broker down, a leader moving, a transport error: librdkafka
+/// recovers from these by itself) until `until`. A fatal client error ends it at once; the
+/// last failure, past `until`, is returned with what the client reported meanwhile.
+fn retrying<T>(
+    consumer: &BaseConsumer<ErrorCtx>,
+    what: &dyn Fn() -> String,
+    per_attempt: Duration,
+    until: Instant,
+    mut call: impl FnMut(Duration) -> rdkafka::error::KafkaResult<T>,
+) -> Result<T, KafkaError> {
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        attempts += 1;
+        match call(per_attempt.min(left).max(Duration::from_millis(100))) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    return Err(KafkaError::Fatal(format!("{}: {code}: {reason}", what())));
+                }
+                if Instant::now() + RETRY_PAUSE >= until {
+                    let failure = format!("{}: {e} (after {attempts} attempt(s))", what());
+                    return Err(KafkaError::Consume(explain(
+                        consumer,
+                        failure,
+                        started.elapsed() + per_attempt,
+                    )));
+                }
+                tracing::debug!(error = %e, "{}: retrying", what());
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    }
+}
+
 /// `(partition, low, high)` watermarks of every partition of `topic`; an error when the
-/// metadata reports one for the topic.
+/// metadata reports one for the topic. Routine failures are retried until `until`.
 fn watermarks(
     consumer: &BaseConsumer<ErrorCtx>,
     topic: &str,
-    timeout: Duration,
+    per_attempt: Duration,
+    until: Instant,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let failed = |what: String| KafkaError::Consume(explain(consumer, what, timeout * 2));
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| failed(format!("metadata for {topic}: {e}")))?;
+    let md = retrying(
+        consumer,
+        &|| format!("metadata for {topic}"),
+        per_attempt,
+        until,
+        |t| consumer.fetch_metadata(Some(topic), t),
+    )?;
     // A missing topic, or one this principal may not describe, is an error, not an empty one.
     if let Some(err) = md.topics().iter().find_map(|t| t.error()) {
-        return Err(failed(format!(
-            "topic {topic}: {}",
-            rdkafka::types::RDKafkaErrorCode::from(err)
+        return Err(KafkaError::Consume(explain(
+            consumer,
+            format!(
+                "topic {topic}: {}",
+                rdkafka::types::RDKafkaErrorCode::from(err)
+            ),
+            per_attempt * 2,
         )));
     }
     let mut out = Vec::new();
@@ -335,9 +481,13 @@ fn watermarks(
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
     {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| failed(format!("watermarks {topic}/{p}: {e}")))?;
+        let (low, high) = retrying(
+            consumer,
+            &|| format!("watermarks {topic}/{p}"),
+            per_attempt,
+            until,
+            |t| consumer.fetch_watermarks(topic, p, t),
+        )?;
         out.push((p, low, high));
     }
     Ok(out)
@@ -345,45 +495,74 @@ fn watermarks(
 
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the start
 /// (no consumer group, nothing committed). For audits such as "which ids were dead-lettered".
+///
+/// Rides through a broker down or restarting: librdkafka's routine errors (transport failure,
+/// all brokers down) are logged once and the read goes on while librdkafka reconnects. Only a
+/// fatal client error ([`KafkaError::Fatal`]) or `timeout` ends it early, and a timeout names
+/// the partitions not read to their end: never a silent partial result.
 pub fn read_topic_to_end(
     connection: &crate::config::ConnectionSettings,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<ConsumedRecord>, KafkaError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
     let consumer = side_consumer(connection, "fleetstream-audit")?;
-    let mut ends = std::collections::BTreeMap::new();
+    // Next offset to read and end offset per partition still to read.
+    let mut todo = std::collections::BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    for (p, low, high) in watermarks(&consumer, topic, timeout)? {
+    for (p, low, high) in watermarks(&consumer, topic, ATTEMPT.min(timeout), deadline)? {
         if high > low {
-            ends.insert(p, high);
+            todo.insert(p, (low, high));
             tpl.add_partition_offset(topic, p, Offset::Offset(low))
                 .map_err(|e| KafkaError::Consume(e.to_string()))?;
         }
     }
     let mut out = Vec::new();
-    if ends.is_empty() {
+    if todo.is_empty() {
         return Ok(out);
     }
     consumer
         .assign(&tpl)
         .map_err(|e| KafkaError::Consume(e.to_string()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
+    while !todo.is_empty() {
+        if Instant::now() > deadline {
+            let missing: Vec<String> = todo
+                .iter()
+                .map(|(p, (next, end))| format!("{topic}/{p} at offset {next} of {end}"))
+                .collect();
             return Err(KafkaError::Timeout(explain(
                 &consumer,
-                format!("reading {topic} to its end"),
-                timeout * 2,
+                format!(
+                    "reading {topic} to its end within {:?}: {} partition(s) not read to their \
+                     end ({}); {} record(s) read",
+                    timeout,
+                    todo.len(),
+                    missing.join(", "),
+                    out.len()
+                ),
+                started.elapsed(),
             )));
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => match poll_error(consumer.client(), &e) {
+                fatal @ KafkaError::Fatal(_) => return Err(fatal),
+                _ => {
+                    // Routine: librdkafka reconnects by itself. Logged once per distinct error.
+                    consumer.context().errors.record(&e, "");
+                    continue;
+                }
+            },
         };
-        let m = m.map_err(|e| KafkaError::Consume(e.to_string()))?;
         let (p, o) = (m.partition(), m.offset());
         out.push(to_record(&m));
-        if ends.get(&p).is_some_and(|end| o + 1 >= *end) {
-            ends.remove(&p);
+        if let Some((next, end)) = todo.get_mut(&p) {
+            *next = o + 1;
+            if *next >= *end {
+                todo.remove(&p);
+            }
         }
     }
     Ok(out)
@@ -439,8 +618,9 @@ pub fn group_lag(
     let consumer = side_consumer(connection, group)?;
     let mut tpl = TopicPartitionList::new();
     let mut marks = Vec::new();
+    let until = Instant::now() + timeout;
     for topic in topics {
-        for (p, low, high) in watermarks(&consumer, topic, timeout)? {
+        for (p, low, high) in watermarks(&consumer, topic, timeout, until)? {
             tpl.add_partition(topic, p);
             marks.push((topic.clone(), p, low, high));
         }

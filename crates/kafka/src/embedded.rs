@@ -21,6 +21,11 @@ enum Command {
         errors: Vec<rdkafka::types::RDKafkaRespErr>,
         reply: mpsc::Sender<()>,
     },
+    Broker {
+        id: i32,
+        up: bool,
+        reply: mpsc::Sender<Result<(), KafkaError>>,
+    },
     Stop,
 }
 
@@ -76,6 +81,19 @@ impl EmbeddedCluster {
                         Command::RequestErrors { api, errors, reply } => {
                             cluster.request_errors(api, &errors);
                             let _ = reply.send(());
+                        }
+                        Command::Broker { id, up, reply } => {
+                            let r = if up {
+                                cluster.broker_up(id)
+                            } else {
+                                cluster.broker_down(id)
+                            };
+                            let _ = reply.send(r.map_err(|e| {
+                                KafkaError::Embedded(format!(
+                                    "broker {id} {}: {e}",
+                                    if up { "up" } else { "down" }
+                                ))
+                            }));
                         }
                         Command::Stop => break,
                     }
@@ -155,6 +173,29 @@ impl EmbeddedCluster {
             .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
         rx.recv()
             .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))
+    }
+}
+
+impl EmbeddedCluster {
+    /// Takes broker `id` (1-based) down: its connections are closed and new ones refused, as
+    /// when a broker process dies. Unlike a real cluster, the mock moves no partition
+    /// leadership, so the partitions it leads are unavailable until [`EmbeddedCluster::broker_up`].
+    pub fn broker_down(&self, id: i32) -> Result<(), KafkaError> {
+        self.broker(id, false)
+    }
+
+    /// Brings broker `id` back up after [`EmbeddedCluster::broker_down`].
+    pub fn broker_up(&self, id: i32) -> Result<(), KafkaError> {
+        self.broker(id, true)
+    }
+
+    fn broker(&self, id: i32, up: bool) -> Result<(), KafkaError> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::Broker { id, up, reply })
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?;
+        rx.recv()
+            .map_err(|_| KafkaError::Embedded("mock cluster stopped".into()))?
     }
 }
 

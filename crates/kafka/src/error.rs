@@ -30,16 +30,17 @@ pub enum KafkaError {
         /// The client's message.
         message: String,
     },
-    /// librdkafka raised a fatal error (`rd_kafka_fatal_error`, e.g. the idempotent producer
-    /// was fenced): this client can send nothing more.
-    #[error("fatal producer error: {0}")]
-    Fatal(String),
     /// Consuming or committing failed.
     #[error("consume failed: {0}")]
     Consume(String),
     /// Timed out.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// librdkafka raised a fatal error (`rd_kafka_fatal_error`, e.g. an idempotent producer
+    /// fenced): the client can do nothing more and must be replaced. Unlike a routine error (a broker down, a transport failure), which
+    /// librdkafka recovers from by itself, this ends what the client was doing.
+    #[error("fatal Kafka client error: {0}")]
+    Fatal(String),
 }
 
 impl KafkaError {
@@ -49,6 +50,11 @@ impl KafkaError {
             self,
             KafkaError::QueueFull | KafkaError::Timeout(_) | KafkaError::Produce(_)
         )
+    }
+
+    /// Whether the client that returned this can do nothing more (see [`KafkaError::Fatal`]).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, KafkaError::Fatal(_))
     }
 }
 

@@ -24,6 +24,7 @@ mod embedded;
 mod error;
 pub mod headers;
 pub mod msk_iam;
+mod pause;
 mod producer;
 
 pub use admin::{Admin, ApplyReport, Drift, TopicState};

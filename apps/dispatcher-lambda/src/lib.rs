@@ -241,6 +241,11 @@ pub struct LambdaResponse {
 
 /// Handles one invocation: decode the Kafka event, dispatch, answer the partial batch response.
 /// A malformed event fails the invocation ([`InvokeError`]); per-record failures do not.
+///
+/// The dispatch is awaited here, not detached: the Lambda runtime awaits each handler to its end
+/// and never drops a running one, so the dispatch settles its markers. A function timeout ends
+/// the whole environment instead: its markers stay in progress until they expire
+/// (`FLEETSTREAM_IN_PROGRESS_TTL`), never released, so a retry cannot apply an effect twice.
 pub async fn handle(
     dispatcher: &Dispatcher,
     event: LambdaEvent<serde_json::Value>,

@@ -91,7 +91,9 @@ pub struct WorkerArgs {
     /// Bearer token for `dispatch serve --token`.
     #[arg(long, env = "FLEETSTREAM_DISPATCH_TOKEN", hide_env_values = true)]
     pub dispatch_token: Option<String>,
-    /// Timeout of one dispatch call.
+    /// How long to wait for the answer to one dispatch call (--transport http) before giving
+    /// up and retrying the batch; more than 0. The dispatcher finishes a dispatch it began
+    /// either way, so the retry finds duplicates, not a second effect.
     #[arg(long, env = "FLEETSTREAM_DISPATCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub dispatch_timeout: Duration,
     /// Most records per batch (Lambda allows up to 10,000).
@@ -201,9 +203,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     config.max_record_age = args.max_record_age;
     config.bisect_on_error = !args.no_bisect;
     config.key_lanes = args.key_lanes;
-    config
-        .validate()
-        .map_err(|e| ConfigError(format!("worker setting {e}")))?;
+    config.dispatch_timeout = args.dispatch_timeout;
+    // Each setting is the flag of the same name: name the flag and its variable.
+    config.validate().map_err(|e| {
+        ConfigError(format!(
+            "--{} (FLEETSTREAM_{}): {}",
+            e.key.replace('_', "-"),
+            e.key.to_ascii_uppercase(),
+            e.reason
+        ))
+    })?;
 
     // The routing file is configuration: refused (exit 2) before the cluster is contacted.
     let routes = match (&args.routes, args.transport) {
@@ -245,7 +254,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                     url,
                     &args.dispatch_function,
                     args.dispatch_token.clone(),
-                    args.dispatch_timeout,
+                    config.dispatch_timeout,
                 )
                 .map_err(|e| ConfigError(format!("--dispatch-url: {e}")))?,
             )

@@ -405,3 +405,48 @@ async fn a_worker_without_its_source_topics_exits_naming_them() {
         "{stderr}"
     );
 }
+
+/// Issue 12, defect 5: `--dispatch-timeout 0s` was accepted (every HTTP dispatch then gave up
+/// before its answer). A bad worker setting is refused before any connection, naming its flag
+/// and variable, with exit code 2 like every other bad flag.
+#[test]
+fn zero_dispatch_timeout_is_refused_naming_the_flag() {
+    for (args, env, flag) in [
+        (
+            vec!["--dispatch-timeout", "0s"],
+            None,
+            "--dispatch-timeout (FLEETSTREAM_DISPATCH_TIMEOUT)",
+        ),
+        (
+            vec![],
+            Some(("FLEETSTREAM_DISPATCH_TIMEOUT", "0s")),
+            "--dispatch-timeout (FLEETSTREAM_DISPATCH_TIMEOUT)",
+        ),
+        (
+            vec!["--key-lanes", "0"],
+            None,
+            "--key-lanes (FLEETSTREAM_KEY_LANES)",
+        ),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetstream"));
+        // Port 1 on loopback: nothing listens, and nothing may be tried before the check.
+        command.args([
+            "worker",
+            "--quiet",
+            "--transport",
+            "http",
+            "--bootstrap",
+            "127.0.0.1:1",
+        ]);
+        command
+            .args(["--dispatch-url", "http://127.0.0.1:1"])
+            .args(&args);
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?} {env:?}: {stderr}");
+    }
+}

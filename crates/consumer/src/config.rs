@@ -48,6 +48,28 @@ pub struct WorkerConfig {
     /// (not committed: re-delivered later). Default 30 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long the worker waits for the answer to one dispatch call over HTTP before it gives
+    /// up and retries the batch with backoff. The dispatcher runs a dispatch it began to its
+    /// settlement whether or not the worker still waits, so the retry finds its records as
+    /// duplicates (or `in_progress`, retried again), never applies them twice. Must be more
+    /// than zero: a zero timeout would give up on every call before any answer. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub dispatch_timeout: Duration,
+}
+
+/// A worker setting out of range, by key. Each key is also the `fleetstream worker` flag of the
+/// same name with dashes (`dispatch_timeout`: `--dispatch-timeout`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {reason}")]
+pub struct InvalidSetting {
+    /// The setting's key, e.g. `dispatch_timeout`.
+    pub key: &'static str,
+    /// Why the value is refused, e.g. `must be more than 0`.
+    pub reason: &'static str,
+}
+
+fn invalid(key: &'static str, reason: &'static str) -> Result<(), InvalidSetting> {
+    Err(InvalidSetting { key, reason })
 }
 
 impl WorkerConfig {
@@ -67,25 +89,35 @@ impl WorkerConfig {
             bisect_on_error: true,
             max_record_age: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(30),
+            dispatch_timeout: Duration::from_secs(30),
         }
     }
 
     /// Checks the settings, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.batch_max_records == 0 || self.batch_max_records > 10_000 {
-            return Err("batch_max_records must be between 1 and 10000 (Lambda's limit)".into());
+            return invalid(
+                "batch_max_records",
+                "must be between 1 and 10000 (Lambda's limit)",
+            );
         }
         if self.batch_max_bytes == 0 {
-            return Err("batch_max_bytes must be at least 1".into());
+            return invalid("batch_max_bytes", "must be at least 1");
         }
         if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+            return invalid("max_attempts", "must be at least 1");
         }
         if self.key_lanes == 0 || self.key_lanes > 256 {
-            return Err("key_lanes must be between 1 and 256".into());
+            return invalid("key_lanes", "must be between 1 and 256");
         }
         if self.max_batches_queued == 0 {
-            return Err("max_batches_queued must be at least 1".into());
+            return invalid("max_batches_queued", "must be at least 1");
+        }
+        if self.dispatch_timeout.is_zero() {
+            return invalid(
+                "dispatch_timeout",
+                "must be more than 0 (a zero timeout gives up on every dispatch before its answer)",
+            );
         }
         Ok(())
     }
@@ -97,5 +129,26 @@ impl WorkerConfig {
             .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
         let cap = exp.min(self.backoff_max);
         cap.mul_f64(rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, defect 5: `--dispatch-timeout 0s` was accepted, and every dispatch call then
+    /// gave up before its answer.
+    #[test]
+    fn zero_dispatch_timeout_is_refused() {
+        let mut config = WorkerConfig::new("w");
+        assert_eq!(config.validate(), Ok(()));
+        config.dispatch_timeout = Duration::ZERO;
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "dispatch_timeout");
+        assert!(err
+            .to_string()
+            .starts_with("dispatch_timeout must be more than 0"));
+        config.dispatch_timeout = Duration::from_millis(1);
+        assert_eq!(config.validate(), Ok(()));
     }
 }

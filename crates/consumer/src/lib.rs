@@ -17,7 +17,7 @@ mod settle;
 mod transport;
 mod worker;
 
-pub use config::WorkerConfig;
+pub use config::{InvalidSetting, WorkerConfig};
 pub use dead_letter::{DeadLetter, DeadLetterWriter};
 pub use http::{parse_response, HttpInvoke};
 pub use kafka_target::KafkaTarget;

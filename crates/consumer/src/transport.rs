@@ -27,11 +27,20 @@ pub trait Transport: Send + Sync {
 }
 
 /// Calls a [`Dispatcher`] in this process (the demo; a library call, no serialization).
+///
+/// Each dispatch runs on a task of its own ([`Dispatcher::dispatch_detached`]): if the worker
+/// stops waiting (its shutdown timeout expires), the batch still settles its idempotency
+/// markers, so a redelivery finds its records as duplicates instead of applying them again.
 #[derive(Clone)]
 pub struct InProcess(pub Arc<Dispatcher>);
 
 impl Transport for InProcess {
     fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
-        Box::pin(async move { Ok(self.0.dispatch(records).await) })
+        Box::pin(async move {
+            self.0
+                .dispatch_detached(records)
+                .await
+                .map_err(|e| TransportError::Failed(e.to_string()))
+        })
     }
 }

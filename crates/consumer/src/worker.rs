@@ -69,7 +69,9 @@ impl Worker {
         transport: Arc<dyn Transport>,
         metrics: Arc<WorkerMetrics>,
     ) -> Result<Self, WorkerError> {
-        config.validate().map_err(WorkerError::Config)?;
+        config
+            .validate()
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let dead_letter_topics = topics
             .iter()

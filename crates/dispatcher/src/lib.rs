@@ -56,7 +56,7 @@ pub use response::{
     Summary,
 };
 pub use routes::{RoutesError, RoutingTable};
-pub use service::{BuildError, Dispatcher};
+pub use service::{BuildError, DetachedError, Dispatcher};
 
 /// The Lambda Kafka event types, re-exported so callers need not depend on `aws_lambda_events`.
 pub use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};

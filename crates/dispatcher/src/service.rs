@@ -12,7 +12,7 @@ use crate::targets::{
 use aws_lambda_events::event::kafka::KafkaEvent;
 use fleetstream_core::{extract_code, Code, TelemetryEvent};
 use fleetstream_obs::trace::{kafka_attributes, KeyValue, SpanKind, Tracer};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
@@ -161,36 +161,74 @@ struct Pending<'r> {
     targets: Vec<&'r str>,
 }
 
-/// Markers taken by one dispatch and not yet settled. If the dispatch future is dropped
-/// (cancelled, timed out), `Drop` releases them so redeliveries need not wait for expiry.
+/// Markers taken by one dispatch and not yet settled, and whether delivery to their target may
+/// have begun. This is what a dispatch dropped before it settles (its caller gave up, a timeout
+/// expired, the runtime shut down) leaves behind, and the delivery semantics are:
+///
+/// - a marker whose delivery never began is released (`abort_many`), so a redelivery runs
+///   without waiting;
+/// - a marker whose delivery may have begun is **never released**: the target may already have
+///   applied the effect, and releasing the marker would let a redelivery apply it a second
+///   time. It stays in progress: redeliveries get `in_progress` (retriable) until the store's
+///   in-progress lifetime expires, then run again (at-least-once for that one record, after a
+///   crash-like stop; never two effects while the marker lives).
+///
+/// Cancellation is the exception, not the way to stop a dispatch: callers that can give up
+/// (an HTTP request, a timeout) use [`Dispatcher::dispatch_detached`], which runs every dispatch
+/// to its settlement whether or not its caller is still waiting.
 struct Held {
     store: Arc<dyn IdempotencyStore>,
-    keys: Mutex<Vec<String>>,
+    state: Mutex<HeldKeys>,
+}
+
+#[derive(Default)]
+struct HeldKeys {
+    /// Taken, delivery not begun: safe to release.
+    unstarted: HashSet<String>,
+    /// Taken and handed to a target: left in progress if the dispatch is dropped.
+    started: usize,
 }
 
 impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldKeys> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn add_all(&self, keys: impl IntoIterator<Item = String>) {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(keys);
+        self.lock().unstarted.extend(keys);
+    }
+
+    /// Delivery of these markers' records is about to begin: from now on a drop must not
+    /// release them.
+    fn begin_delivery(&self, keys: impl IntoIterator<Item = String>) {
+        let mut state = self.lock();
+        for key in keys {
+            if state.unstarted.remove(&key) {
+                state.started += 1;
+            }
+        }
     }
 
     /// Every marker was completed or released: nothing to clean up on drop.
     fn clear(&self) {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        *self.lock() = HeldKeys::default();
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(PoisonError::into_inner));
-        if keys.is_empty() {
+        let state = std::mem::take(&mut *self.lock());
+        if state.started > 0 {
+            tracing::warn!(
+                markers = state.started,
+                "dispatch dropped after delivery began: its markers stay in progress until they \
+                 expire (redeliveries get in_progress meanwhile), never released"
+            );
+        }
+        if state.unstarted.is_empty() {
             return;
         }
+        let keys: Vec<String> = state.unstarted.into_iter().collect();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let store = Arc::clone(&self.store);
             handle.spawn(async move {
@@ -199,6 +237,12 @@ impl Drop for Held {
         }
     }
 }
+
+/// A detached dispatch ([`Dispatcher::dispatch_detached`]) ended without an answer: its task
+/// panicked or the runtime shut down. Its records have no outcome: retry them all.
+#[derive(Debug, thiserror::Error)]
+#[error("the dispatch task ended without an answer: {0}")]
+pub struct DetachedError(#[from] tokio::task::JoinError);
 
 impl Dispatcher {
     /// Builds every target the table declares (opening `jsonl` files) over `store`. Fails with
@@ -321,6 +365,12 @@ impl Dispatcher {
     ///
     /// Never fails as a whole: each record gets an [`Outcome`]. The caller may commit offsets
     /// only up to the first record that is not [`Outcome::is_settled`].
+    ///
+    /// A dispatch should run to its settlement once begun. If this future is dropped first
+    /// (cancelled, timed out), markers whose delivery never began are released, and markers
+    /// whose delivery may have begun are left in progress until they expire: never released,
+    /// since their effects may already be applied. A caller that may stop waiting (an HTTP
+    /// handler, a timeout) should call [`Dispatcher::dispatch_detached`] instead.
     pub async fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchResponse {
         let started = SystemTime::now();
         let _permit = match &self.limit {
@@ -329,7 +379,7 @@ impl Dispatcher {
         };
         let held = Held {
             store: Arc::clone(&self.store),
-            keys: Mutex::new(Vec::new()),
+            state: Mutex::new(HeldKeys::default()),
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut metrics = BatchMetrics::default();
@@ -353,7 +403,7 @@ impl Dispatcher {
             .take_markers(routed, &mut outcomes, &held, &mut metrics)
             .await;
         let mut delivered = HashMap::new();
-        for (key, result, elapsed) in self.deliver(&records, &pending).await {
+        for (key, result, elapsed) in self.deliver(&records, &pending, &held).await {
             metrics.entry(key.0, key.1).latency.observe(elapsed);
             delivered.insert(key, result);
         }
@@ -419,6 +469,22 @@ impl Dispatcher {
         let response = DispatchResponse::from_results(results);
         tracing::debug!(summary = ?response.summary, "batch dispatched");
         response
+    }
+
+    /// Like [`Dispatcher::dispatch`], on a task of its own: the dispatch runs to its settlement
+    /// (markers completed or released, one effect per record and target) even if the caller
+    /// stops waiting, since dropping this future drops only the task's handle, never the task.
+    /// Use it wherever the caller can give up mid-dispatch: an HTTP request whose client
+    /// disconnects or times out, a `tokio::time::timeout`, a `select!`.
+    ///
+    /// Fails only if the task ended without an answer (it panicked, or the runtime shut down):
+    /// then no record has an outcome and all should be retried.
+    pub async fn dispatch_detached(
+        self: &Arc<Self>,
+        records: Vec<BatchRecord>,
+    ) -> Result<DispatchResponse, DetachedError> {
+        let this = Arc::clone(self);
+        Ok(tokio::spawn(async move { this.dispatch(records).await }).await?)
     }
 
     /// Validates and routes one record. `Err` is its final outcome (invalid, unknown code,
@@ -565,6 +631,7 @@ impl Dispatcher {
         &self,
         records: &[BatchRecord],
         pending: &'p [Pending<'p>],
+        held: &Held,
     ) -> Vec<DeliveryResult<'p>> {
         let mut slices: Vec<(&'p str, CodeGroups<'_>)> = Vec::new();
         for p in pending {
@@ -591,6 +658,8 @@ impl Dispatcher {
         let per_target = slices.iter().map(|(name, groups)| async move {
             let mut out = Vec::new();
             for (code, list) in groups {
+                // From here the target may apply effects: a drop must leave these markers.
+                held.begin_delivery(list.iter().map(|d| store_key(name, d.id)));
                 let started = Instant::now();
                 let result = match self.targets.get(*name) {
                     Some(target) => target.deliver(*code, list).await,

@@ -8,9 +8,8 @@ use fleetstream_dispatcher::idempotency::{
 use fleetstream_dispatcher::targets::{Delivery, MemoryTarget, Target, TargetError};
 use fleetstream_dispatcher::{BatchRecord, DispatchResponse, Dispatcher, Outcome, RoutingTable};
 use futures::future::{BoxFuture, FutureExt};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use tokio::sync::{watch, Notify};
 
 const ROUTES: &str = r#"
 unknown_code = "dead_letter"
@@ -338,13 +337,28 @@ async fn default_routing_writes_every_code_to_one_jsonl_file() {
     assert_eq!(ids.len(), 10);
 }
 
-/// Hangs while `stuck` is set: models a target call that never returns.
-struct Hanging {
-    stuck: AtomicBool,
+/// Applies the effects of a slice, then, for `slow_code` until `open` is set, holds its
+/// answer: a target that wrote but whose acknowledgement is slow (a stalled downstream, a
+/// dispatch that outlives its caller's patience).
+struct AppliedThenSlow {
+    open: watch::Sender<bool>,
+    slow_code: Code,
+    applied: Notify,
     inner: MemoryTarget,
 }
 
-impl Target for Hanging {
+impl AppliedThenSlow {
+    fn new(slow_code: u32) -> Arc<Self> {
+        Arc::new(AppliedThenSlow {
+            open: watch::channel(false).0,
+            slow_code: Code(slow_code),
+            applied: Notify::new(),
+            inner: MemoryTarget::new("alerts"),
+        })
+    }
+}
+
+impl Target for AppliedThenSlow {
     fn name(&self) -> &str {
         "alerts"
     }
@@ -354,31 +368,113 @@ impl Target for Hanging {
         code: Code,
         records: &'a [Delivery<'a>],
     ) -> BoxFuture<'a, Result<(), TargetError>> {
-        if self.stuck.load(Ordering::SeqCst) {
-            return futures::future::pending().boxed();
+        let slow = !*self.open.borrow() && code == self.slow_code;
+        async move {
+            let result = self.inner.deliver(code, records).await;
+            if slow {
+                self.applied.notify_one();
+                let _ = self.open.subscribe().wait_for(|open| *open).await;
+            }
+            result
         }
-        self.inner.deliver(code, records)
+        .boxed()
     }
 }
 
+const ALERTS_ONLY: &str = "default = [\"alerts\"]\n[targets.alerts]\nkind = \"memory\"";
+
+/// Runs `d.dispatch(records)` until `target` has applied its effects, then drops the dispatch
+/// future (the caller gave up), and lets any task spawned by the drop run.
+async fn drop_after_effects(d: &Dispatcher, target: &AppliedThenSlow, records: Vec<BatchRecord>) {
+    tokio::select! {
+        _ = d.dispatch(records) => panic!("the slow target answers only once opened"),
+        _ = target.applied.notified() => {}
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Issue 12, defect 1: a dispatch dropped after its target applied the effects (a `dispatch
+/// serve` client that timed out, a killed worker) released its markers, and the redelivery
+/// applied every effect a second time. The markers now stay in progress: the redelivery is
+/// told `in_progress` (retriable) and applies nothing.
 #[tokio::test]
-async fn cancelled_dispatch_releases_its_markers() {
-    let hanging = Arc::new(Hanging {
-        stuck: AtomicBool::new(true),
-        inner: MemoryTarget::new("alerts"),
-    });
-    let routes = "default = [\"alerts\"]\n[targets.alerts]\nkind = \"memory\"";
-    let d = dispatcher(routes, Arc::new(MemoryStore::default())).with_target(hanging.clone());
-    let records = vec![record("c-1", 1, 301)];
-    let timed_out =
-        tokio::time::timeout(Duration::from_millis(50), d.dispatch(records.clone())).await;
-    assert!(timed_out.is_err());
-    tokio::task::yield_now().await; // let the release task run
-    hanging.stuck.store(false, Ordering::SeqCst);
-    // Without the release this would be `in_progress` until the marker expires (15 minutes).
-    let r = d.dispatch(records).await;
-    assert_eq!(outcomes(&r), vec![Outcome::Dispatched]);
-    assert_eq!(hanging.inner.effects("c-1"), 1);
+async fn dropped_request_after_effect_does_not_apply_twice() {
+    let target = AppliedThenSlow::new(301);
+    let d = dispatcher(ALERTS_ONLY, Arc::new(MemoryStore::default())).with_target(target.clone());
+    let records: Vec<BatchRecord> = (0..100)
+        .map(|i| record(&format!("d-{i}"), i, 301))
+        .collect();
+    drop_after_effects(&d, &target, records.clone()).await;
+    target.open.send_replace(true);
+
+    let again = d.dispatch(records.clone()).await;
+    for (r, result) in records.iter().zip(&again.results) {
+        let id = r.message_id().unwrap_or_default();
+        assert_eq!(target.inner.effects(id), 1, "effects of {id}");
+        assert_eq!(
+            result.outcome,
+            Outcome::Failed {
+                reason: "in_progress".into(),
+                retriable: true
+            },
+            "{id}"
+        );
+    }
+}
+
+/// The other half of the rule: a marker whose delivery never began (here: the second code's
+/// slice, waiting behind the first one at the same target) is released by the drop, so its
+/// record is dispatched by the redelivery at once; the begun one stays in progress.
+#[tokio::test]
+async fn cancelled_dispatch_releases_only_markers_whose_delivery_never_began() {
+    let target = AppliedThenSlow::new(300);
+    let d = dispatcher(ALERTS_ONLY, Arc::new(MemoryStore::default())).with_target(target.clone());
+    let records = vec![record("begun", 1, 300), record("waiting", 2, 301)];
+    drop_after_effects(&d, &target, records.clone()).await;
+    assert_eq!(target.inner.effects("waiting"), 0);
+    target.open.send_replace(true);
+
+    let again = d.dispatch(records).await;
+    assert_eq!(
+        outcomes(&again),
+        vec![
+            Outcome::Failed {
+                reason: "in_progress".into(),
+                retriable: true
+            },
+            Outcome::Dispatched
+        ]
+    );
+    assert_eq!(target.inner.effects("begun"), 1);
+    assert_eq!(target.inner.effects("waiting"), 1);
+}
+
+/// A detached dispatch settles even though its caller gave up: the redelivery finds
+/// duplicates, one effect each.
+#[tokio::test]
+async fn detached_dispatch_settles_after_its_caller_gives_up() {
+    let target = AppliedThenSlow::new(301);
+    let d = Arc::new(
+        dispatcher(ALERTS_ONLY, Arc::new(MemoryStore::default())).with_target(target.clone()),
+    );
+    let records: Vec<BatchRecord> = (0..10).map(|i| record(&format!("s-{i}"), i, 301)).collect();
+    tokio::select! {
+        _ = d.dispatch_detached(records.clone()) => panic!("the slow target answers only once opened"),
+        _ = target.applied.notified() => {}
+    }
+    target.open.send_replace(true);
+    let mut again = d.dispatch(records.clone()).await;
+    while again.summary.failed > 0 {
+        // Still in progress on the detached task: retry as a worker would.
+        tokio::task::yield_now().await;
+        again = d.dispatch(records.clone()).await;
+    }
+    assert_eq!(again.summary.duplicates, 10);
+    for r in &records {
+        assert_eq!(target.inner.effects(r.message_id().unwrap_or_default()), 1);
+    }
 }
 
 #[tokio::test]

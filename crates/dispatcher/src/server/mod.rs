@@ -12,6 +12,10 @@
 //! - 401 `UnrecognizedClientException`: a token is configured and the request lacks it;
 //! - 413 `RequestTooLargeException`: the body exceeds the limit (6 MiB by default, Lambda's).
 //!
+//! A dispatch runs to its settlement once begun, on a task of its own: a client that disconnects
+//! or times out mid-request does not cut it short (its records end dispatched, their markers
+//! completed, and a retry finds them as duplicates; see [`Dispatcher::dispatch_detached`]).
+//!
 //! `X-Amz-Invocation-Type: Event` answers 202 once the event decoded and dispatches in the
 //! background; `DryRun` answers 204 without dispatching. `GET /metrics` serves Prometheus text
 //! (names in [`fleetstream_obs::dispatch`]), `GET /health` answers `ok`.
@@ -207,7 +211,21 @@ async fn answer(state: &Arc<AppState>, name: &str, headers: &HeaderMap, body: Bo
         }
         _ => {}
     }
-    let response = state.dispatcher.dispatch(records).await;
+    // On a task of its own: axum drops this handler when the client disconnects or times out,
+    // and a dispatch cut short after its targets applied effects would leave them unrecorded
+    // (a retry would apply them again). The task settles the batch whoever is still waiting.
+    let response = match state.dispatcher.dispatch_detached(records).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(function = name, error = %e, "dispatch ended without an answer");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                "dispatch",
+                e.to_string(),
+            );
+        }
+    };
     tracing::debug!(function = name, summary = ?response.summary, "invocation dispatched");
     match serde_json::to_string(&response) {
         Ok(text) => {

@@ -208,3 +208,139 @@ async fn dry_run_and_event_invocations() {
     }
     assert_eq!(archive.total(), 3);
 }
+
+/// Applies a slice's effects, then holds its answer until `gate` opens; `dropped` says whether
+/// the delivery future was dropped (its request cancelled) while it waited.
+struct SlowAck {
+    inner: crate::targets::MemoryTarget,
+    applied: tokio::sync::Notify,
+    gate: tokio::sync::watch::Sender<bool>,
+    dropped: std::sync::atomic::AtomicBool,
+}
+
+/// Sets its flag when dropped while armed.
+struct DropFlag<'a>(Option<&'a std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag<'_> {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0 {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl crate::targets::Target for SlowAck {
+    fn name(&self) -> &str {
+        "archive"
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        code: fleetstream_core::Code,
+        records: &'a [crate::targets::Delivery<'a>],
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::targets::TargetError>> {
+        Box::pin(async move {
+            let result = self.inner.deliver(code, records).await;
+            self.applied.notify_one();
+            let mut flag = DropFlag(Some(&self.dropped));
+            let _ = self.gate.subscribe().wait_for(|open| *open).await;
+            flag.0 = None;
+            result
+        })
+    }
+}
+
+fn big_event(n: i64) -> Vec<u8> {
+    let records: Vec<crate::BatchRecord> = (0..n)
+        .map(|i| crate::BatchRecord {
+            topic: "mt-c300".into(),
+            partition: (i % 6) as i32,
+            offset: i,
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(format!("TRK-{i:06}").into_bytes()),
+            value: format!(
+                r#"{{"truck_id":"TRK-{i:06}","codigo":300,"ts":1700000000000,"lat":-23.5,"lon":-46.6,"speed_kmh":60.0,"heading":90,"seq":{i},"fuel_pct":50.0,"engine_temp_c":85.0,"odometer_km":1000.0,"driver_id":"DRV-1"}}"#
+            )
+            .into_bytes(),
+            headers: vec![("fs-message-id".into(), format!("big-{i}").into_bytes())],
+        })
+        .collect();
+    crate::event::to_event_json(&records)
+        .to_string()
+        .into_bytes()
+}
+
+/// Issue 12, defect 1: a client that gave up on a request (disconnected, or its timeout
+/// expired) after the target applied the effects but before the dispatch recorded them made
+/// axum drop the handler, the dispatch with it, and its markers were released: the client's
+/// retry applied every effect a second time. The dispatch now runs to its settlement on a task
+/// of its own; the retry finds duplicates.
+#[tokio::test]
+async fn dropped_request_after_effect_does_not_apply_twice() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    const N: i64 = 2_000;
+    let target = Arc::new(SlowAck {
+        inner: crate::targets::MemoryTarget::new("archive"),
+        applied: tokio::sync::Notify::new(),
+        gate: tokio::sync::watch::channel(false).0,
+        dropped: Default::default(),
+    });
+    let table = RoutingTable::from_toml_str(ROUTES, "/nonexistent").unwrap();
+    let dispatcher = Arc::new(
+        Dispatcher::new(table, Arc::new(MemoryStore::default()))
+            .unwrap()
+            .with_target(target.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(Arc::clone(&dispatcher), ServerConfig::default());
+    tokio::spawn(serve(listener, app, std::future::pending()));
+    let body = big_event(N);
+
+    // The first attempt: the client sends the event and gives up (closes its connection) once
+    // the effects are applied, before the answer.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /2015-03-31/functions/fleetstream-dispatcher/invocations HTTP/1.1\r\n\
+         host: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    target.applied.notified().await;
+    drop(stream);
+    // Give the server time to see the disconnect (it drops the handler if the dispatch is
+    // not detached); not an assertion, only how long the slow answer stays slow.
+    for _ in 0..200 {
+        if target.dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    target.gate.send_replace(true);
+
+    // The retry, as a worker would: again while records are in progress.
+    let url = invoke_url(&format!("http://{addr}"));
+    let mut summary = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (status, _, text) = call("POST", &url, &[], body.clone()).await;
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        summary = v["summary"].clone();
+        if summary["failed"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let twice: Vec<i64> = (0..N)
+        .filter(|i| target.inner.effects(&format!("big-{i}")) != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {N} ids without exactly one effect (first: big-{}); last summary {summary}",
+        twice.len(),
+        twice[0]
+    );
+    assert_eq!(summary["duplicates"], N, "{summary}");
+}

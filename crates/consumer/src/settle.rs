@@ -239,10 +239,14 @@ impl Settler {
                 Outcome::Skipped { .. } => {
                     self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
                 }
-                Outcome::Failed {
-                    reason,
+                // In progress elsewhere: an earlier dispatch of this record (one its caller gave
+                // up on) still runs and will settle it, or its marker expires. Giving up now
+                // would dead-letter a record whose effect may be applied, so it is retried
+                // without counting attempts; `max_record_age` still bounds the wait.
+                ref o @ Outcome::Failed {
+                    ref reason,
                     retriable: true,
-                } if attempt < self.config.max_attempts => {
+                } if attempt < self.config.max_attempts || o.is_in_progress() => {
                     tracing::debug!(%reason, "retrying record");
                     retry.push(rec);
                 }

@@ -6,7 +6,7 @@ use fleetstream_consumer::{
 };
 use fleetstream_core::{MessageId, Topology};
 use fleetstream_dispatcher::idempotency::MemoryStore;
-use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
+use fleetstream_dispatcher::{BatchRecord, Dispatcher, Outcome, RoutingTable, IN_PROGRESS};
 use fleetstream_kafka::{ClusterHandle, ConsumerSettings, GroupConsumer, ProducerSettings};
 use fleetstream_testkit::{apply_unique, cluster, produce_telemetry, wait_until};
 use std::collections::{BTreeMap, HashSet};
@@ -523,4 +523,77 @@ async fn partitions_paused_before_revoke_are_consumed_after_reassign() {
     for r in [run, run + 1] {
         f.assert_all_dispatched_once(r, n);
     }
+}
+
+/// Answers `in_progress` for every record of its first `busy` calls, after letting the
+/// dispatcher apply them: another dispatch of those records (one whose caller gave up) still
+/// holds their markers, as after a worker's --dispatch-timeout expired mid-request.
+struct InProgressFirst {
+    inner: InProcess,
+    busy: AtomicU64,
+}
+
+impl Transport for InProgressFirst {
+    fn dispatch(&self, records: Vec<BatchRecord>) -> DispatchFuture<'_> {
+        Box::pin(async move {
+            let mut response = self.inner.dispatch(records).await?;
+            let busy = self
+                .busy
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .is_ok();
+            if busy {
+                for r in &mut response.results {
+                    r.outcome = Outcome::Failed {
+                        reason: IN_PROGRESS.into(),
+                        retriable: true,
+                    };
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Issue 12: once a dispatch runs to its settlement after its caller gave up, the retry meets
+/// `in_progress` until it settles. That is not a failure to count against --max-attempts:
+/// dead-lettering those records would put records whose effect was applied in the dead-letter
+/// topic. They are retried until the marker settles, and then reported duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_in_progress_elsewhere_are_retried_not_dead_lettered() {
+    let f = fixture().await;
+    let transport = Arc::new(InProgressFirst {
+        inner: InProcess(f.dispatcher.clone()),
+        busy: AtomicU64::new(6),
+    });
+    let m = Arc::new(WorkerMetrics::default());
+    let (stop, rx) = watch::channel(false);
+    let worker = f.worker_with("busy", f.settings(), transport.clone(), m.clone(), |c| {
+        c.max_attempts = 2;
+    });
+    let task = tokio::spawn(worker.run(rx));
+    let run = 7;
+    tokio::task::block_in_place(|| f.produce(run, 500));
+    let done = tokio::task::spawn_blocking({
+        let m = m.clone();
+        move || {
+            wait_until(Duration::from_secs(60), || {
+                m.dispatched.load(Ordering::SeqCst)
+                    + m.duplicates.load(Ordering::SeqCst)
+                    + m.dead_lettered.load(Ordering::SeqCst)
+                    >= 500
+            })
+        }
+    })
+    .await
+    .unwrap();
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let s = m.snapshot();
+    assert!(done, "{s:?}");
+    assert_eq!(transport.busy.load(Ordering::SeqCst), 0, "{s:?}");
+    assert_eq!(
+        s.dead_lettered, 0,
+        "in_progress records were dead-lettered: {s:?}"
+    );
+    f.assert_all_dispatched_once(run, 500);
 }

@@ -53,7 +53,7 @@ pub use record::{
 };
 pub use response::{
     BatchItemFailure, BatchResponse, DispatchResponse, KafkaItemIdentifier, Outcome, RecordResult,
-    Summary,
+    Summary, IN_PROGRESS,
 };
 pub use routes::{RoutesError, RoutingTable};
 pub use service::{BuildError, DetachedError, Dispatcher};

@@ -30,7 +30,17 @@ pub enum Outcome {
     Conflict,
 }
 
+/// The [`Outcome::Failed`] reason of a record whose marker another dispatch holds: that
+/// dispatch is still running (or died, and the marker expires after its time to live).
+pub const IN_PROGRESS: &str = "in_progress";
+
 impl Outcome {
+    /// Another dispatch of this record holds its marker: it will settle (or the marker expire),
+    /// so the caller retries without giving up on the record (see [`IN_PROGRESS`]).
+    pub fn is_in_progress(&self) -> bool {
+        matches!(self, Outcome::Failed { reason, retriable: true } if reason == IN_PROGRESS)
+    }
+
     /// The `outcome` label of [`fleetstream_obs::dispatch::RECORDS_TOTAL`].
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -597,7 +597,7 @@ impl Dispatcher {
                 Some(Outcome::Conflict)
             } else if busy {
                 Some(Outcome::Failed {
-                    reason: "in_progress".into(),
+                    reason: crate::response::IN_PROGRESS.into(),
                     retriable: true,
                 })
             } else if acquired.is_empty() {

@@ -10,7 +10,7 @@ use fleetstream_consumer::{
     WorkerMetrics,
 };
 use fleetstream_core::Topology;
-use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
+use fleetstream_dispatcher::idempotency::{DiskStore, DiskStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ConsumerSettings, ProducerSettings};
 use std::path::PathBuf;
@@ -218,9 +218,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 Some(p) => RoutingTable::load(p, &args.state_dir).context("in --routes")?,
                 None => RoutingTable::default_for_state_dir(&args.state_dir),
             };
-            let store = FileStore::open(
+            let store = DiskStore::open(
                 args.state_dir.join("idempotency"),
-                FileStoreConfig::default(),
+                DiskStoreConfig::default(),
             )
             .context("opening the idempotency store")?;
             // `kafka` targets produce to this worker's cluster.

@@ -12,6 +12,8 @@
 //!   [`DEFAULT_ROUTES`], every code logged.
 //! - `FLEETSTREAM_STATE_DIR`: idempotency store directory, default `/tmp/fleetstream`.
 //! - `FLEETSTREAM_RETENTION`: how long completed keys are remembered, default `7d`.
+//! - `FLEETSTREAM_INDEX_CACHE`: page cache of the `/tmp` store's index in bytes (`64MiB`,
+//!   `512KiB` or a number), default 64 MiB: bounds its memory at any retention.
 //! - `FLEETSTREAM_POSTGRES_URL`: when set, the idempotency store is PostgreSQL (table
 //!   `FLEETSTREAM_POSTGRES_TABLE`, default `fleetstream_idempotency`) instead of `/tmp`.
 //! - `FLEETSTREAM_DYNAMODB_TABLE`: when set, the idempotency store is that DynamoDB table (in
@@ -26,17 +28,18 @@
 //!   function then records a `dispatch` span for each record the producer sampled, and sends
 //!   them before each invocation returns: Lambda freezes the sandbox between invocations.
 //!
-//! Idempotency: by default a [`FileStore`] under `/tmp`. Each Lambda execution environment has
+//! Idempotency: by default a [`DiskStore`] under `/tmp`. Each Lambda execution environment has
 //! its own `/tmp` (up to 10 GB, kept while the environment is warm, lost when it is recycled), so
-//! this deduplicates only redeliveries that reach the same warm instance. Deduplication across
+//! this deduplicates only redeliveries that reach the same warm instance; the function logs a
+//! warning saying so at start-up ([`LambdaConfig::store_warning`]). Deduplication across
 //! concurrent instances and cold starts needs a store shared by every instance: DynamoDB
-//! (`FLEETSTREAM_DYNAMODB_TABLE`, the usual choice in AWS) or PostgreSQL
+//! (`FLEETSTREAM_DYNAMODB_TABLE`), the production setting, or PostgreSQL
 //! (`FLEETSTREAM_POSTGRES_URL`, inside the VPC).
 #![warn(missing_docs)]
 
 use fleetstream_dispatcher::event::decode_event_value;
 use fleetstream_dispatcher::idempotency::{
-    DynamoStore, DynamoStoreConfig, FileStore, FileStoreConfig, IdempotencyStore, PostgresStore,
+    DiskStore, DiskStoreConfig, DynamoStore, DynamoStoreConfig, IdempotencyStore, PostgresStore,
     PostgresStoreConfig, StoreError,
 };
 use fleetstream_dispatcher::{BatchItemFailure, Dispatcher, RoutesError, RoutingTable, Summary};
@@ -113,6 +116,8 @@ pub struct LambdaConfig {
     /// Retention of completed keys. Default 7 days (Kafka's default topic retention and Lambda's
     /// longest maximum record age).
     pub retention: Duration,
+    /// Page cache of the `/tmp` store's index, bytes. Default 64 MiB.
+    pub index_cache_bytes: usize,
     /// The shared PostgreSQL store, if configured (its `Debug` hides the URL).
     pub postgres: Option<PostgresStoreConfig>,
     /// The shared DynamoDB store, if configured.
@@ -138,7 +143,14 @@ impl LambdaConfig {
                 name: "FLEETSTREAM_RETENTION",
                 message,
             })?,
-            None => FileStoreConfig::default().retention,
+            None => DiskStoreConfig::default().retention,
+        };
+        let index_cache_bytes = match non_empty("FLEETSTREAM_INDEX_CACHE") {
+            Some(text) => parse_bytes(&text).map_err(|message| StartError::Env {
+                name: "FLEETSTREAM_INDEX_CACHE",
+                message,
+            })?,
+            None => DiskStoreConfig::default().cache_bytes,
         };
         let ttl = match non_empty("FLEETSTREAM_IN_PROGRESS_TTL") {
             Some(text) => Some(
@@ -189,12 +201,28 @@ impl LambdaConfig {
             state_dir: non_empty("FLEETSTREAM_STATE_DIR")
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
             retention,
+            index_cache_bytes,
             otlp_endpoint: non_empty("FLEETSTREAM_OTLP_ENDPOINT"),
         })
     }
 
+    /// What to warn about at start-up: with no shared store configured, the store is in this
+    /// execution environment's `/tmp` and deduplicates per warm instance only.
+    pub fn store_warning(&self) -> Option<String> {
+        if self.dynamodb.is_some() || self.postgres.is_some() {
+            return None;
+        }
+        Some(format!(
+            "idempotency store is in {} of this execution environment: it deduplicates per warm instance only \
+             (concurrent instances and cold starts do not see each other's keys); set FLEETSTREAM_DYNAMODB_TABLE \
+             for a shared store, the production setting (docs/DISPATCHER.md)",
+            self.state_dir.join("idempotency").display()
+        ))
+    }
+
     /// Builds the dispatcher: routes, then the DynamoDB or PostgreSQL store if configured, else
-    /// a file store under `<state_dir>/idempotency`.
+    /// a disk store under `<state_dir>/idempotency` (a file store log left there by an older
+    /// version is migrated into it once).
     pub async fn build(&self) -> Result<Dispatcher, StartError> {
         let table = match &self.routes {
             Some(path) => RoutingTable::load(path, &self.state_dir)?,
@@ -203,10 +231,11 @@ impl LambdaConfig {
         let store: Arc<dyn IdempotencyStore> = match (&self.dynamodb, &self.postgres) {
             (Some(config), _) => Arc::new(DynamoStore::connect(config.clone()).await?),
             (None, Some(config)) => Arc::new(PostgresStore::connect(config.clone()).await?),
-            (None, None) => Arc::new(FileStore::open(
+            (None, None) => Arc::new(DiskStore::open(
                 self.state_dir.join("idempotency"),
-                FileStoreConfig {
+                DiskStoreConfig {
                     retention: self.retention,
+                    cache_bytes: self.index_cache_bytes,
                     ..Default::default()
                 },
             )?),
@@ -218,6 +247,30 @@ impl LambdaConfig {
         )?;
         Ok(Dispatcher::new(table, store)?.with_tracer(tracer))
     }
+}
+
+/// Parses `67108864`, `512KiB`, `64MiB`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let factor = match unit.trim() {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like 64MiB, 512KiB or 67108864"
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size like 64MiB, 512KiB or 67108864"))
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -324,6 +377,9 @@ pub async fn run() -> Result<(), StartError> {
             "AWS_LAMBDA_RUNTIME_API is unset: run inside Lambda or under scripts/lambda-emulator"
                 .into(),
         ));
+    }
+    if let Some(warning) = config.store_warning() {
+        tracing::warn!("{warning}");
     }
     let dispatcher = Arc::new(config.build().await?);
     tracing::info!(config = ?config, "dispatcher lambda starting");

@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path, routes: Option<&str>) -> LambdaConfig {
         routes,
         state_dir: dir.join("state"),
         retention: Duration::from_secs(3600),
+        index_cache_bytes: 8 << 20,
         postgres: None,
         dynamodb: None,
         otlp_endpoint: None,
@@ -288,4 +289,37 @@ async fn bad_routes_file_is_a_start_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, StartError::Routes(_)), "{err}");
+}
+
+#[test]
+fn default_store_warns_that_it_deduplicates_per_warm_instance_only() {
+    let default = LambdaConfig::from_lookup(|_| None).unwrap();
+    let warning = default.store_warning().unwrap();
+    assert!(warning.contains("per warm instance only"), "{warning}");
+    assert!(
+        warning.contains("/tmp/fleetstream/idempotency"),
+        "{warning}"
+    );
+    assert!(warning.contains("FLEETSTREAM_DYNAMODB_TABLE"), "{warning}");
+    let shared = LambdaConfig::from_lookup(|name| {
+        (name == "FLEETSTREAM_DYNAMODB_TABLE").then(|| "dedup".to_owned())
+    })
+    .unwrap();
+    assert_eq!(shared.store_warning(), None);
+}
+
+#[test]
+fn index_cache_comes_from_the_environment() {
+    let default = LambdaConfig::from_lookup(|_| None).unwrap();
+    assert_eq!(default.index_cache_bytes, 64 << 20);
+    let set = LambdaConfig::from_lookup(|name| {
+        (name == "FLEETSTREAM_INDEX_CACHE").then(|| "16MiB".to_owned())
+    })
+    .unwrap();
+    assert_eq!(set.index_cache_bytes, 16 << 20);
+    let bad = LambdaConfig::from_lookup(|name| {
+        (name == "FLEETSTREAM_INDEX_CACHE").then(|| "lots".to_owned())
+    })
+    .unwrap_err();
+    assert!(bad.to_string().contains("FLEETSTREAM_INDEX_CACHE"), "{bad}");
 }

@@ -11,7 +11,7 @@ use fleetstream_consumer::{
 };
 use fleetstream_core::Topology;
 use fleetstream_dispatcher::idempotency::{
-    FileStore, FileStoreConfig, IdempotencyStore, MemoryStore,
+    DiskStore, DiskStoreConfig, FileStore, FileStoreConfig, IdempotencyStore, MemoryStore,
 };
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
 use fleetstream_kafka::{Admin, ConsumerSettings, ProducerSettings};
@@ -43,8 +43,9 @@ pub struct BenchWorkerArgs {
     /// Workers in the group.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Idempotency store of the dispatcher: file (the default deployable's) or memory.
-    #[arg(long, default_value = "file")]
+    /// Idempotency store of the dispatcher: disk (the default deployable's), file (the former
+    /// default, every key in memory) or memory.
+    #[arg(long, default_value = "disk")]
     pub store: String,
     /// Stall mode: the dispatcher does not answer for this long while a producer process
     /// sends at --rate; RSS is sampled every second.
@@ -135,13 +136,17 @@ async fn worker(args: BenchWorkerArgs) -> anyhow::Result<()> {
     let conn = cluster.connection().clone();
     let state = tempfile_dir(&prefix)?;
     let store: Arc<dyn IdempotencyStore> = match args.store.as_str() {
+        "disk" => Arc::new(DiskStore::open(
+            state.join("idempotency"),
+            DiskStoreConfig::default(),
+        )?),
         "file" => Arc::new(FileStore::open(
             state.join("idempotency"),
             FileStoreConfig::default(),
         )?),
         "memory" => Arc::new(MemoryStore::default()),
         other => bail!(ConfigError(format!(
-            "--store {other:?}: expected file or memory"
+            "--store {other:?}: expected disk, file or memory"
         ))),
     };
     // A log target with logging at warn is a no-op sink: the cost measured is the worker's

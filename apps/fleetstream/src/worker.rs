@@ -10,7 +10,7 @@ use fleetstream_consumer::{
     WorkerMetrics,
 };
 use fleetstream_core::Topology;
-use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig};
+use fleetstream_dispatcher::idempotency::{DiskStore, DiskStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
 use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ConsumerSettings, ProducerSettings};
 use std::path::PathBuf;
@@ -230,9 +230,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
             let table =
                 routes.unwrap_or_else(|| RoutingTable::default_for_state_dir(&args.state_dir));
-            let store = FileStore::open(
+            let store = DiskStore::open(
                 args.state_dir.join("idempotency"),
-                FileStoreConfig::default(),
+                DiskStoreConfig::default(),
             )
             .context("opening the idempotency store")?;
             // `kafka` targets produce to this worker's cluster.

@@ -1,7 +1,7 @@
 //! `fleetstream dispatch serve` driven by the official AWS SDK Lambda client, as a worker's Lambda
 //! transport or any AWS tool would drive it: Invoke with an endpoint override.
 //!
-//! Runs the real binary, so the CLI wiring, the file store across restarts and the HTTP surface
+//! Runs the real binary, so the CLI wiring, the disk store across restarts and the HTTP surface
 //! are all exercised.
 
 use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextMut;
@@ -145,8 +145,8 @@ async fn sdk_invoke_dispatches_once_across_replays_and_restarts() {
     assert_eq!(replay["summary"]["duplicates"], 3, "{replay}");
     assert_eq!(replay["summary"]["dispatched"], 0, "{replay}");
 
-    // Restart on the same state dir: the file store remembers. SIGKILL, so this also shows
-    // completed keys survive a crash.
+    // Restart on the same state dir: the disk store remembers. SIGKILL, within the index's
+    // sync interval, so this also shows completed keys survive a crash (pending log replayed).
     drop(server);
     let server = start(state.path(), &[]);
     let lambda = client(&server.endpoint, None).await;

@@ -5,7 +5,7 @@
 //!   FLEETSTREAM_BENCH_POSTGRES=$(scripts/postgres url) cargo bench -p fleetstream-dispatcher --features server,postgres --bench dispatch
 //!
 //! Scenarios: records/s through `Dispatcher::dispatch` (batches of 500, Lambda-sized) with the
-//! file store and, when FLEETSTREAM_BENCH_POSTGRES is set, the PostgreSQL store (1 and 8
+//! disk store (the embedded default), the file store (the former one) and, when FLEETSTREAM_BENCH_POSTGRES is set, the PostgreSQL store (1 and 8
 //! dispatches at once); the per-invocation latency of the local Invoke server against calling
 //! `dispatch` directly; with FLEETSTREAM_BENCH_LAMBDA_ENDPOINT (scripts/lambda-emulator start),
 //! the same through AWS's runtime interface emulator running the Lambda binary.
@@ -13,7 +13,9 @@
 
 use bytes::Bytes;
 use fleetstream_dispatcher::event::to_event_json;
-use fleetstream_dispatcher::idempotency::{FileStore, FileStoreConfig, IdempotencyStore};
+use fleetstream_dispatcher::idempotency::{
+    DiskStore, DiskStoreConfig, FileStore, FileStoreConfig, IdempotencyStore,
+};
 use fleetstream_dispatcher::server::{self, ServerConfig};
 use fleetstream_dispatcher::{BatchRecord, Dispatcher, RoutingTable};
 use fleetstream_obs::LatencyHistogram;
@@ -103,6 +105,30 @@ async fn file_store(n: usize) {
     let rate = throughput(&d2, batches("file2", n), 2).await;
     line(
         &format!("file store, {n} records, 2 dispatches at once"),
+        format!("{rate:>10.0} records/s"),
+    );
+}
+
+async fn disk_store(n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = DiskStore::open(dir.path(), DiskStoreConfig::default()).expect("store");
+    let d = dispatcher(Arc::new(store));
+    let rate = throughput(&d, batches("disk", n), 1).await;
+    line(
+        &format!("disk store, {n} records, batches of {BATCH}, 1 at a time"),
+        format!("{rate:>10.0} records/s"),
+    );
+    let rate = throughput(&d, batches("disk", n), 1).await;
+    line(
+        "  same records again (all duplicates)",
+        format!("{rate:>10.0} records/s"),
+    );
+    let d2 = dispatcher(Arc::new(
+        DiskStore::open(dir.path().join("2"), DiskStoreConfig::default()).expect("store"),
+    ));
+    let rate = throughput(&d2, batches("disk2", n), 2).await;
+    line(
+        &format!("disk store, {n} records, 2 dispatches at once"),
         format!("{rate:>10.0} records/s"),
     );
 }
@@ -227,6 +253,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        disk_store(n).await;
         file_store(n).await;
         match std::env::var("FLEETSTREAM_BENCH_POSTGRES") {
             Ok(url) if !url.is_empty() => postgres(&url, (n / 4).max(BATCH)).await,

@@ -12,13 +12,17 @@
 //! need to deduplicate on the message id themselves. If a delivery outlives its marker's expiry,
 //! a second delivery may start; keep the expiry above the longest delivery.
 //!
-//! Stores: [`MemoryStore`] (tests, one-shot runs), [`FileStore`] (the embedded default, survives
-//! restarts, single-process) and, shared by several dispatcher instances (e.g. concurrent Lambda
-//! instances), `PostgresStore` (feature `postgres`) and `DynamoStore` (feature `dynamodb`).
+//! Stores: [`MemoryStore`] (tests, one-shot runs), [`DiskStore`] (the embedded default: an
+//! on-disk index with expiry, memory bounded by its cache setting, survives restarts,
+//! single-process), [`FileStore`] (the former embedded default: every key of the retention
+//! window in memory; kept selectable by name) and, shared by several dispatcher instances (e.g.
+//! concurrent Lambda instances), `PostgresStore` (feature `postgres`) and `DynamoStore`
+//! (feature `dynamodb`).
 
 #[cfg(any(test, feature = "conformance"))]
 #[doc(hidden)]
 pub mod conformance;
+mod disk;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
 mod file;
@@ -26,6 +30,7 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+pub use disk::{DiskStore, DiskStoreConfig};
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::{DynamoStore, DynamoStoreConfig, DEFAULT_DYNAMODB_TABLE};
 pub use file::{FileStore, FileStoreConfig};

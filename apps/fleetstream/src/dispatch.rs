@@ -183,6 +183,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// --dynamodb-table is set, the PostgreSQL store if --postgres-url is, else the embedded disk
 /// store under the state dir.
 pub async fn build_dispatcher(args: &ServeArgs) -> anyhow::Result<(Dispatcher, StoreHandle)> {
+    if args.retention.is_zero() {
+        anyhow::bail!(ConfigError(
+            "--retention (FLEETSTREAM_DISPATCH_RETENTION) must be more than 0: the store would \
+             forget each record as soon as it was dispatched, and every redelivery would apply \
+             its effect again"
+                .into()
+        ));
+    }
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let table = match &args.routes {

@@ -140,7 +140,18 @@ fn negative_rates_are_refused_naming_the_flag() {
 /// drain timeout was accepted (the demo then reported every record lost).
 #[test]
 fn negative_counts_and_zero_drain_timeouts_are_refused_naming_the_flag() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "dispatch",
+                "serve",
+                "--state-dir",
+                "/nonexistent/x",
+                "--retention",
+                "0s",
+            ],
+            "--retention (FLEETSTREAM_DISPATCH_RETENTION)",
+        ),
         (
             &["produce", "--embedded", "--quiet", "--count", "-1"],
             "'--count <COUNT>'",

@@ -427,6 +427,11 @@ fn zero_dispatch_timeout_is_refused_naming_the_flag() {
             None,
             "--key-lanes (FLEETSTREAM_KEY_LANES)",
         ),
+        (
+            vec!["--max-record-age", "0s"],
+            None,
+            "--max-record-age (FLEETSTREAM_MAX_RECORD_AGE)",
+        ),
     ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fleetstream"));
         // Port 1 on loopback: nothing listens, and nothing may be tried before the check.

@@ -119,6 +119,12 @@ impl WorkerConfig {
                 "must be more than 0 (a zero timeout gives up on every dispatch before its answer)",
             );
         }
+        if self.max_record_age.is_zero() {
+            return invalid(
+                "max_record_age",
+                "must be more than 0 (a zero age dead-letters every record before its first retry)",
+            );
+        }
         Ok(())
     }
 
@@ -150,5 +156,7 @@ mod tests {
             .starts_with("dispatch_timeout must be more than 0"));
         config.dispatch_timeout = Duration::from_millis(1);
         assert_eq!(config.validate(), Ok(()));
+        config.max_record_age = Duration::ZERO;
+        assert_eq!(config.validate().unwrap_err().key, "max_record_age");
     }
 }

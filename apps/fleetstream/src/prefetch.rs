@@ -51,7 +51,6 @@ impl PrefetchArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::worker::WorkerArgs;
     use clap::Parser;
 

@@ -9,6 +9,7 @@ pub mod config_file;
 pub mod demo;
 pub mod dispatch;
 pub mod lab;
+pub mod prefetch;
 pub mod produce;
 mod topics;
 pub mod worker;

@@ -12,7 +12,7 @@ use fleetstream_consumer::{
 use fleetstream_core::Topology;
 use fleetstream_dispatcher::idempotency::{DiskStore, DiskStoreConfig};
 use fleetstream_dispatcher::{Dispatcher, RoutingTable};
-use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ConsumerSettings, ProducerSettings};
+use fleetstream_kafka::{group_lag, Admin, ClusterHandle, ProducerSettings};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -135,6 +135,9 @@ pub struct WorkerArgs {
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// librdkafka prefetch bounds: most of a draining worker's memory.
+    #[command(flatten)]
+    pub prefetch: crate::prefetch::PrefetchArgs,
 }
 
 fn default_worker_id() -> String {
@@ -270,7 +273,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let worker_id = config.worker_id.clone();
     let worker = Worker::new(
         config,
-        &ConsumerSettings::new(conn.clone(), group.clone()),
+        &args.prefetch.settings(conn.clone(), group.clone()),
         &ProducerSettings::new(conn.clone()),
         &topology,
         &topics,

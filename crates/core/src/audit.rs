@@ -24,7 +24,7 @@
 //! let mut audit = Audit::default();
 //! audit.add_acked(&acked);
 //! audit.effect("archive", MessageId { run: 7, seq: 0 }, None);
-//! audit.dead_lettered(MessageId { run: 7, seq: 1 });
+//! audit.dead_lettered(Some(MessageId { run: 7, seq: 1 }));
 //! let report = audit.report(true);
 //! assert_eq!((report.acked, report.lost, report.duplicated), (3, 1, 0));
 //! ```
